@@ -1,0 +1,5 @@
+"""`python -m lfc` runs the CLI."""
+
+from lfc.cli import main
+
+main()

@@ -1,0 +1,150 @@
+"""The `lfc` command line: thin wrappers over the library functions.
+
+Exit codes: 0 ok, 1 a project drifted from its spec, 2 invalid input, 3 refused to overwrite
+an output folder, 4 an I/O failure.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lfc.errors import DriftError, LfcError
+from lfc.version import __version__
+
+app = typer.Typer(
+    name="lfc",
+    help="Compile a fine-tuning spec into a standalone, pinned training project.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+)
+templates_app = typer.Typer(help="The chat-template registry.", invoke_without_command=True)
+app.add_typer(templates_app, name="templates")
+
+
+def _fail(error: LfcError) -> None:
+    typer.echo(str(error), err=True)
+    raise typer.Exit(error.exit_code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lfc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """lfc compiles spec.yaml into a project you can read, commit and run without lfc."""
+
+
+@app.command()
+def compile(
+    spec: Annotated[Path, typer.Argument(help="The spec YAML file.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Project folder to write.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite hand edits or a folder lfc did not write.")
+    ] = False,
+) -> None:
+    """Compile SPEC into a project folder (atomically; refuses to clobber hand edits)."""
+    from lfc.pipeline import compile_file
+    from lfc.writer import write_project
+
+    try:
+        compiled = compile_file(spec)
+        if compiled.spec.model.trust_remote_code:
+            typer.echo(
+                "warning: model.trust_remote_code is true: the model repository's own Python "
+                "code will run when the project loads it",
+                err=True,
+            )
+        report = write_project(compiled.files, output, force=force)
+    except LfcError as error:
+        _fail(error)
+    kept = f"; kept {len(report.kept)} of your files/folders" if report.kept else ""
+    typer.echo(f"compiled {spec} -> {output}/ ({report.written} files{kept})")
+
+
+@app.command()
+def validate(spec: Annotated[Path, typer.Argument(help="The spec YAML file.")]) -> None:
+    """Check SPEC and its data paths without writing anything."""
+    from lfc.pipeline import compile_file
+
+    try:
+        compile_file(spec)
+    except LfcError as error:
+        _fail(error)
+    typer.echo(f"{spec}: valid")
+
+
+@app.command()
+def verify(
+    project: Annotated[Path, typer.Argument(help="A folder written by `lfc compile`.")],
+) -> None:
+    """Re-render PROJECT from its spec.yaml; exit 1 with a diff if anything differs."""
+    from lfc.verify import verify_project
+
+    try:
+        if not (project / "spec.yaml").is_file():
+            raise DriftError(f"{project}: no spec.yaml; is this an lfc project?")
+        differences = verify_project(project)
+    except LfcError as error:
+        _fail(error)
+    if differences:
+        for difference in differences:
+            typer.echo(difference.diff, nl=False)
+        names = ", ".join(f"{d.path} ({d.kind})" for d in differences)
+        typer.echo(f"{project}: differs from its spec: {names}", err=True)
+        raise typer.Exit(DriftError.exit_code)
+    typer.echo(f"{project}: matches its spec")
+
+
+@app.command("tiny-model")
+def tiny_model(
+    output: Annotated[Path, typer.Argument(help="Folder to write the model into.")],
+    seed: Annotated[int, typer.Option(help="Seed of the weights and the tokenizer corpus.")] = 0,
+) -> None:
+    """Build a tiny random Llama model and BPE tokenizer (no hub needed)."""
+    from lfc.tiny_model import build_tiny_model
+
+    build_tiny_model(output, seed=seed)
+    typer.echo(f"tiny model written to {output}/")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the spec (for editors)."""
+    from lfc.schemas.spec import Spec
+
+    typer.echo(json.dumps(Spec.model_json_schema(), indent=2, sort_keys=True))
+
+
+@templates_app.callback()
+def templates(ctx: typer.Context) -> None:
+    """List the chat templates and what each supports."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from lfc.chat_templates import get_template, template_names
+
+    for name in template_names():
+        entry = get_template(name)
+        features = [f for f, on in (("system", entry.supports_system), ("tools", entry.supports_tools),
+                                    ("reasoning", entry.supports_reasoning)) if on]
+        typer.echo(f"{name:10} end of turn {entry.end_of_turn:12} {'/'.join(features):20} {entry.description}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

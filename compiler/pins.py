@@ -1,0 +1,40 @@
+"""The version matrix: which exact packages a generated project pins, and why."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+
+@dataclass(frozen=True)
+class PinSet:
+    """Exact versions for one target, plus the reason the set was chosen."""
+
+    target: str
+    packages: dict[str, str]
+    reason: str
+    torch_index: str
+    python: str
+
+    def requirement_lines(self) -> list[str]:
+        return [f"{name}=={version}" for name, version in sorted(self.packages.items())]
+
+
+@cache
+def _matrix() -> dict[str, dict]:
+    text = (resources.files("lfc.blueprints") / "pins" / "matrix.json").read_text("utf-8")
+    return json.loads(text)
+
+
+def training_pins(target: str, extras: tuple[str, ...]) -> PinSet:
+    """The training pin set of `target`, with the packages each named extra needs."""
+    entry = _matrix()[target]
+    packages = dict(entry["training"])
+    for extra in extras:
+        packages.update(entry["extras"][extra])
+    reason = entry["description"]
+    if extras:
+        reason += f" Added for this spec: {', '.join(extras)}."
+    return PinSet(target, packages, reason, entry["torch_index"], entry["python"])

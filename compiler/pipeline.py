@@ -1,0 +1,54 @@
+"""The edges of the pipeline: read a spec and its data files, compile, write or verify."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lfc.errors import InputError, Problem, SpecError
+from lfc.loader import read_spec_file
+from lfc.render import compile_project
+from lfc.schemas.spec import Spec
+from lfc.validate import validate_spec
+
+MAX_DATA_BYTES = 512 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Compiled:
+    spec: Spec
+    files: dict[str, bytes]
+
+
+def load_spec(path: Path) -> Spec:
+    """Read and validate a spec file; raises SpecError with positions."""
+    return validate_spec(read_spec_file(path))
+
+
+def read_inputs(spec: Spec, spec_path: Path) -> dict[str, bytes]:
+    """The bytes of every local data file, resolved relative to the spec's folder."""
+    base = spec_path.resolve().parent
+    inputs: dict[str, bytes] = {}
+    for index, dataset in enumerate(spec.data.datasets):
+        file = base / dataset.path
+        key = f"data.datasets[{index}].path"
+        problem = None
+        if file.is_dir():
+            problem = f"{dataset.path!r} is a folder; give a .json or .jsonl file"
+        elif not file.is_file():
+            problem = f"{dataset.path!r} does not exist (looked in {base})"
+        elif file.stat().st_size > MAX_DATA_BYTES:
+            problem = f"{dataset.path!r} is larger than {MAX_DATA_BYTES // 2**20} MiB"
+        if problem:
+            raise SpecError([Problem(str(spec_path), None, None, key, problem)])
+        try:
+            inputs[dataset.path] = file.read_bytes()
+        except OSError as exc:
+            raise InputError(f"{file}: cannot read: {exc.strerror}") from None
+    return inputs
+
+
+def compile_file(spec_path: Path) -> Compiled:
+    """Load, validate and compile a spec file into the project's files."""
+    spec = load_spec(spec_path)
+    return Compiled(spec, compile_project(spec, read_inputs(spec, spec_path)))

@@ -1,0 +1,180 @@
+"""Render a plan into the generated project's files: a pure function of (spec, inputs).
+
+`compile_project(spec, inputs)` returns `{relative path: bytes}` for every file of the project,
+including the normalized `spec.yaml` and `lfc.lock.json`. The same spec and inputs give the
+same bytes on any machine: no timestamps, no absolute paths, LF line endings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+import jinja2
+import yaml
+
+from lfc.errors import InputError
+from lfc.resolve import EXPORT_DIR, PROCESSED_DIR, Plan, resolve
+from lfc.schemas.spec import Spec
+from lfc.version import __version__
+
+LOCK_FILE = "lfc.lock.json"
+SPEC_FILE = "spec.yaml"
+
+# (output path, blueprint) for every project; stage and extras are added in `_file_table`.
+_COMMON_FILES = (
+    ("README.md", "project/README.md.j2"),
+    ("requirements.txt", "project/requirements.txt.j2"),
+    ("config.yaml", "project/config.yaml.j2"),
+    ("accelerate/single.yaml", "project/accelerate/single.yaml.j2"),
+    ("config.py", "project/config.py.j2"),
+    ("model.py", "project/model.py.j2"),
+    ("data.py", "project/data.py.j2"),
+    ("chat.py", "project/chat.py.j2"),
+    ("export.py", "project/export.py.j2"),
+    (".gitignore", "project/gitignore.j2"),
+)
+
+
+def yaml_scalar(value: Any) -> str:
+    """A YAML 1.1 scalar or flow list that PyYAML's safe loader reads back as `value`."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"non-finite number {value!r}")
+        text = repr(value)
+        if "e" in text and "." not in text.split("e")[0]:
+            mantissa, exponent = text.split("e")
+            text = f"{mantissa}.0e{exponent}"
+        return text
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(yaml_scalar(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} into config.yaml")
+
+
+def py_literal(value: Any) -> str:
+    """A Python literal for `value` as ruff format would write it (double quotes)."""
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(py_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{py_literal(k)}: {py_literal(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {type(value).__name__} as a Python literal")
+
+
+def py_block(value: Any) -> str:
+    """A list or dict literal, one item per line with a trailing comma (stable under ruff)."""
+    if isinstance(value, list | tuple):
+        items = [py_literal(v) for v in value]
+    elif isinstance(value, dict):
+        items = [f"{py_literal(k)}: {py_literal(v)}" for k, v in value.items()]
+    else:
+        return py_literal(value)
+    if not items:
+        return "{}" if isinstance(value, dict) else "[]"
+    opening, closing = ("{", "}") if isinstance(value, dict) else ("[", "]")
+    return opening + "\n" + "".join(f"    {item},\n" for item in items) + closing
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("lfc.blueprints", ""),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["yaml"] = yaml_scalar
+    env.filters["py"] = py_literal
+    env.filters["py_block"] = py_block
+    return env
+
+
+def _file_table(plan: Plan) -> list[tuple[str, str]]:
+    files = list(_COMMON_FILES)
+    files.append(("train.py", f"project/stages/{plan.spec.stage.kind}.py.j2"))
+    return files
+
+
+def _render(blueprint: str, plan: Plan) -> str:
+    template = _environment().get_template(blueprint)
+    text = template.render(
+        plan=plan,
+        spec=plan.spec,
+        template=plan.template,
+        pins=plan.pins,
+        processed_dir=PROCESSED_DIR,
+        export_dir=EXPORT_DIR,
+        version=__version__,
+    )
+    return text
+
+
+def normalized_spec(plan: Plan) -> bytes:
+    """The spec as the project keeps it: every default spelled out, data paths inside it."""
+    data = plan.spec.model_dump(mode="json")
+    for dataset, resolved in zip(data["data"]["datasets"], plan.datasets, strict=True):
+        dataset["path"] = resolved.project_path
+        dataset["name"] = resolved.name
+    body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    header = (
+        "# Normalized spec of this project, written by `lfc compile`.\n"
+        "# `lfc verify .` re-renders the project from it and reports any difference.\n"
+    )
+    return (header + body).encode("utf-8")
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def lock_file(plan: Plan, files: Mapping[str, bytes]) -> bytes:
+    """lfc.lock.json: compiler version, spec hash, pin set and the sha256 of every file."""
+    lock = {
+        "compiler": {"name": "lfc", "version": __version__},
+        "spec_sha256": sha256(files[SPEC_FILE]),
+        "pins": {
+            "target": plan.pins.target,
+            "reason": plan.pins.reason,
+            "training": plan.pins.packages,
+        },
+        "chat_template": {"name": plan.template.name, "sha256": sha256(files["chat_template.jinja"])},
+        "files": {path: sha256(files[path]) for path in sorted(files)},
+    }
+    return (json.dumps(lock, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def compile_project(spec: Spec, inputs: Mapping[str, bytes]) -> dict[str, bytes]:
+    """Every file of the project for `spec`; `inputs` maps each dataset's spec path to its bytes."""
+    plan = resolve(spec)
+    files: dict[str, bytes] = {}
+    for path, blueprint in _file_table(plan):
+        text = _render(blueprint, plan)
+        files[path] = text.encode("utf-8")
+    files["chat_template.jinja"] = plan.template.source.encode("utf-8")
+    for dataset in plan.datasets:
+        if dataset.source_path not in inputs:
+            raise InputError(f"data file {dataset.source_path!r} was not read")
+        files[dataset.project_path] = inputs[dataset.source_path]
+    files[SPEC_FILE] = normalized_spec(plan)
+    for path, content in files.items():
+        if b"\r\n" in content and not path.startswith("data/"):
+            raise AssertionError(f"blueprint produced CRLF line endings in {path}")
+    files[LOCK_FILE] = lock_file(plan, files)
+    return dict(sorted(files.items()))

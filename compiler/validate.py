@@ -1,0 +1,142 @@
+"""Validate loaded spec data into a `Spec`, turning Pydantic errors into located problems."""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any, Union
+
+from pydantic import BaseModel, ValidationError
+
+from lfc.errors import Problem, SpecError
+from lfc.loader import KeyPath, LoadedSpec
+from lfc.schemas.spec import Spec
+from lfc.suggest import did_you_mean
+
+
+def format_key(path: KeyPath) -> str:
+    """`('data', 'datasets', 0, 'path')` -> `data.datasets[0].path`."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _raw_path(data: Any, loc: tuple[Any, ...]) -> KeyPath:
+    """Drop union tags and other Pydantic-only parts of `loc` that are not in the raw data."""
+    path: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and isinstance(part, str) and part in node:
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(part, str) and not _is_tag(part):
+            path.append(part)  # a missing or unknown key: keep it, its parent has the position
+            node = None
+    return tuple(path)
+
+
+def _is_tag(part: str) -> bool:
+    return part.startswith("function-") or "[" in part or part in _UNION_TAGS
+
+
+def _union_tags() -> set[str]:
+    tags: set[str] = set()
+
+    def walk(model: type[BaseModel]) -> None:
+        for info in model.model_fields.values():
+            for member in _models_in(info.annotation):
+                kind = member.model_fields.get("kind") or member.model_fields.get("format")
+                if kind is not None:
+                    tags.update(typing.get_args(kind.annotation))
+                walk(member)
+
+    walk(Spec)
+    return tags
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """Every BaseModel class reachable inside a type annotation."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType, tuple, list, typing.Annotated) or origin is not None:
+        for arg in typing.get_args(annotation):
+            found.extend(_models_in(arg))
+    return found
+
+
+_UNION_TAGS = _union_tags()
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the model that `loc` (minus its last part) points into."""
+    candidates: list[type[BaseModel]] = [Spec]
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        narrowed = [m for m in candidates if _tag_of(m) == part]
+        if narrowed:
+            candidates = narrowed
+            continue
+        nxt: list[type[BaseModel]] = []
+        for model in candidates:
+            if part in model.model_fields:
+                nxt.extend(_models_in(model.model_fields[part].annotation))
+        candidates = nxt
+    names: list[str] = []
+    for model in candidates:
+        names.extend(n for n in model.model_fields if n not in names)
+    return names
+
+
+def _tag_of(model: type[BaseModel]) -> str | None:
+    for key in ("kind", "format"):
+        info = model.model_fields.get(key)
+        if info is not None:
+            args = typing.get_args(info.annotation)
+            if len(args) == 1:
+                return args[0]
+    return None
+
+
+def _message(error: Any, loaded: LoadedSpec) -> str:
+    kind = error["type"]
+    loc = error["loc"]
+    if kind == "extra_forbidden":
+        allowed = _fields_at(loc)
+        return (
+            f"unknown key {loc[-1]!r}{did_you_mean(str(loc[-1]), allowed)}"
+            + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+        )
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "union_tag_invalid":
+        expected = error.get("ctx", {}).get("expected_tags", "")
+        tag = error.get("ctx", {}).get("tag", "")
+        options = [t.strip().strip("'") for t in str(expected).split(",")]
+        return f"unknown value {tag!r}{did_you_mean(str(tag), options)}; expected one of {expected}"
+    if kind == "union_tag_not_found":
+        return f"needs a {error['ctx']['discriminator']} key"
+    message = error["msg"]
+    return message.removeprefix("Value error, ")
+
+
+def validate_spec(loaded: LoadedSpec) -> Spec:
+    """Validate parsed data; raise `SpecError` listing every problem with its position."""
+    try:
+        return Spec.model_validate(loaded.data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            path = _raw_path(loaded.data, error["loc"])
+            position = loaded.locate(path)
+            line, column = position if position else (None, None)
+            problems.append(
+                Problem(loaded.source, line, column, format_key(path), _message(error, loaded))
+            )
+        raise SpecError(problems) from None
