@@ -116,10 +116,12 @@ def _message(error: Any, loaded: LoadedSpec) -> str:
     if kind == "missing":
         return "required key is missing"
     if kind == "union_tag_invalid":
-        expected = error.get("ctx", {}).get("expected_tags", "")
-        tag = error.get("ctx", {}).get("tag", "")
-        options = [t.strip().strip("'") for t in str(expected).split(",")]
-        return f"unknown value {tag!r}{did_you_mean(str(tag), options)}; expected one of {expected}"
+        ctx = error.get("ctx", {})
+        tag = str(ctx.get("tag", ""))
+        options = [t.strip().strip("'") for t in str(ctx.get("expected_tags", "")).split(",")]
+        hint = did_you_mean(tag, options) or ";"
+        field = str(ctx.get("discriminator", "kind")).strip("'")
+        return f"unknown {field} {tag!r}{hint} expected one of: {', '.join(options)}"
     if kind == "union_tag_not_found":
         return f"needs a {error['ctx']['discriminator']} key"
     message = error["msg"]
@@ -132,8 +134,17 @@ def validate_spec(loaded: LoadedSpec) -> Spec:
         return Spec.model_validate(loaded.data)
     except ValidationError as exc:
         problems = []
-        for error in exc.errors():
-            path = _raw_path(loaded.data, error["loc"])
+        errors = exc.errors()
+        for error in errors:
+            if error["type"] == "too_short" and any(
+                other is not error and other["loc"][: len(error["loc"])] == error["loc"]
+                for other in errors
+            ):
+                continue  # an item failed; its own error says why
+            loc = error["loc"]
+            if error["type"] == "union_tag_invalid":
+                loc = (*loc, error["ctx"]["discriminator"].strip("'"))
+            path = _raw_path(loaded.data, loc)
             position = loaded.locate(path)
             line, column = position if position else (None, None)
             problems.append(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SPEC_VERSION = 1
 
@@ -219,10 +219,11 @@ class DataSpec(Section):
         description="Fraction of rows held out for evaluation (0 disables evaluation).",
     )
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> DataSpec:
+    @field_validator("datasets")
+    @classmethod
+    def _unique_names(cls, datasets: tuple[Any, ...]) -> tuple[Any, ...]:
         seen: dict[str, int] = {}
-        for index, dataset in enumerate(self.datasets):
+        for index, dataset in enumerate(datasets):
             name = dataset.resolved_name
             if name in seen:
                 raise ValueError(
@@ -230,7 +231,7 @@ class DataSpec(Section):
                     "give one of them a distinct `name:`"
                 )
             seen[name] = index
-        return self
+        return datasets
 
 
 ReportTo = Literal["tensorboard"]
