@@ -1,0 +1,122 @@
+"""The pure compiler: deterministic, standalone, lint-clean output."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import EXAMPLES, example_specs
+from lfc.pipeline import compile_file, load_spec
+from lfc.render import yaml_scalar
+from lfc.writer import write_project
+
+EXAMPLE_IDS = [p.stem for p in example_specs()]
+
+
+@pytest.mark.parametrize("spec_path", example_specs(), ids=EXAMPLE_IDS)
+def test_two_absolute_folders_give_identical_trees(spec_path: Path, tmp_path: Path) -> None:
+    # Copy the spec and its data into two unrelated folders, compile each into its own output.
+    trees = []
+    for name in ("first/deeper", "second"):
+        workdir = tmp_path / name
+        shutil.copytree(EXAMPLES, workdir / "examples")
+        out = workdir / "out" / "run"
+        write_project(compile_file(workdir / "examples" / spec_path.name).files, out)
+        trees.append({p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()})
+    assert trees[0] == trees[1]
+    for path, content in trees[0].items():
+        assert str(tmp_path).encode() not in content, path
+        if not path.startswith("data/"):
+            assert b"\r" not in content, path
+
+
+@pytest.mark.parametrize("spec_path", example_specs(), ids=EXAMPLE_IDS)
+def test_generated_python_never_imports_lfc(spec_path: Path) -> None:
+    files = compile_file(spec_path).files
+    python = {p: c for p, c in files.items() if p.endswith(".py")}
+    assert {"config.py", "model.py", "data.py", "train.py", "chat.py", "export.py"} <= set(python)
+    for path, content in python.items():
+        tree = ast.parse(content, path)
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            assert not any(n == "lfc" or n.startswith("lfc.") for n in names), (path, names)
+
+
+@pytest.mark.parametrize("spec_path", example_specs(), ids=EXAMPLE_IDS)
+def test_generated_python_passes_ruff(spec_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    write_project(compile_file(spec_path).files, out)
+    ruff = [sys.executable, "-m", "ruff"]
+    check = subprocess.run([*ruff, "check", "--isolated", "."], cwd=out, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+    fmt = subprocess.run([*ruff, "format", "--isolated", "--check", "--diff", "."], cwd=out, capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+@pytest.mark.parametrize("spec_path", example_specs(), ids=EXAMPLE_IDS)
+def test_every_generated_file_starts_with_a_header_naming_its_command(spec_path: Path) -> None:
+    files = compile_file(spec_path).files
+    runs = {"data.py": "python data.py", "train.py": "accelerate launch", "chat.py": "python chat.py", "export.py": "python export.py"}
+    for path, command in runs.items():
+        docstring = ast.get_docstring(ast.parse(files[path]))
+        assert docstring and command in docstring, path
+
+
+def test_only_the_chosen_adapter_is_generated() -> None:
+    lora = compile_file(EXAMPLES / "quickstart.yaml").files
+    full = compile_file(EXAMPLES / "chatml-openai-full.yaml").files
+    freeze = compile_file(EXAMPLES / "qwen-sharegpt-freeze.yaml").files
+    assert b"LoraConfig" in lora["model.py"] and b"freeze" not in lora["model.py"]
+    assert b"peft" not in full["model.py"] + full["train.py"] + full["export.py"] + full["chat.py"]
+    assert b"def freeze" in freeze["model.py"] and b"peft" not in freeze["model.py"]
+    assert b"sharegpt_messages" in freeze["data.py"] and b"alpaca_messages" not in freeze["data.py"]
+    assert b'".jsonl"' not in lora["data.py"] and b'".jsonl"' in freeze["data.py"]
+    assert b"tensorboard==" in full["requirements.txt"] and b"tensorboard" not in lora["requirements.txt"]
+
+
+def test_config_yaml_round_trips_through_yaml() -> None:
+    files = compile_file(EXAMPLES / "qwen-sharegpt-freeze.yaml").files
+    config = yaml.safe_load(files["config.yaml"])
+    assert config["learning_rate"] == 5e-4
+    assert config["warmup_steps"] == 0.1
+    assert config["freeze_extra_modules"] == ["lm_head"]
+    assert config["eval_strategy"] == "steps"
+
+
+@pytest.mark.parametrize("value", [5e-06, 1e-4, 0.001, 1e20, 3.0, 0, -1, True, None, "a: b", "ü", [1, "x"]])
+def test_yaml_scalars_read_back_as_written(value: object) -> None:
+    assert yaml.safe_load(f"k: {yaml_scalar(value)}")["k"] == value
+
+
+def test_normalized_spec_compiles_to_the_same_project(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    files = compile_file(EXAMPLES / "quickstart.yaml").files
+    write_project(files, out)
+    again = compile_file(out / "spec.yaml").files
+    assert again == files
+    spec = load_spec(out / "spec.yaml")
+    assert spec.data.datasets[0].path == "data/alpaca_en_demo.json"
+
+
+def test_lock_records_hashes_and_pins() -> None:
+    import hashlib
+    import json
+
+    files = compile_file(EXAMPLES / "quickstart.yaml").files
+    lock = json.loads(files["lfc.lock.json"])
+    assert lock["spec_sha256"] == hashlib.sha256(files["spec.yaml"]).hexdigest()
+    for path, digest in lock["files"].items():
+        assert hashlib.sha256(files[path]).hexdigest() == digest
+    assert set(lock["files"]) == set(files) - {"lfc.lock.json"}
+    assert lock["pins"]["training"]["torch"] == "2.13.0"
+    assert "torch==2.13.0" in files["requirements.txt"].decode()
