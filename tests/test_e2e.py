@@ -1,0 +1,124 @@
+"""End to end: a compiled project runs in an environment holding only its requirements.txt.
+
+The environment is a fresh virtualenv with `pip install -r requirements.txt` and nothing else:
+lfc is not installed there, and the test checks that it cannot be imported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+from conftest import compile_example
+
+pytestmark = pytest.mark.e2e
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 900) -> str:
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{cmd}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result.stdout + result.stderr
+
+
+def _clean_env(bin_dir: Path) -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if k in ("HOME", "LANG", "TMPDIR", "PIP_INDEX_URL", "PIP_CONSTRAINT")}
+    return {
+        **keep,
+        "PATH": f"{bin_dir}{os.pathsep}/usr/bin:/bin",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "PYTHONNOUSERSITE": "1",
+    }
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
+    return compile_example("quickstart", tmp_path_factory.mktemp("e2e") / "run", tiny_model)
+
+
+@pytest.fixture(scope="module")
+def project_python(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A virtualenv with exactly the project's requirements (cached by their hash if asked)."""
+    requirements = project / "requirements.txt"
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
+    cache = os.environ.get("LFC_E2E_VENV_CACHE")
+    root = Path(cache) / digest if cache else tmp_path_factory.mktemp("venv") / "env"
+    python = root / "bin" / "python"
+    if not (root / ".complete").exists():
+        venv.EnvBuilder(with_pip=True, clear=True).create(root)
+        env = _clean_env(root / "bin")
+        # torch first, so that pip takes the CPU build and never a CUDA one.
+        torch_pin = next(line for line in requirements.read_text().splitlines() if line.startswith("torch=="))
+        _run([str(python), "-m", "pip", "install", "-q", torch_pin], project, env, timeout=1800)
+        _run([str(python), "-m", "pip", "install", "-q", "-r", str(requirements)], project, env, timeout=1800)
+        (root / ".complete").write_text("ok\n")
+    return python
+
+
+def test_quickstart_end_to_end(project: Path, project_python: Path) -> None:
+    env = _clean_env(project_python.parent)
+    python = str(project_python)
+
+    # lfc is not there: the project stands alone.
+    probe = subprocess.run([python, "-c", "import lfc"], cwd=project, env=env, capture_output=True, text=True)
+    assert probe.returncode != 0 and "No module named 'lfc'" in probe.stderr
+
+    out = _run([python, "data.py"], project, env)
+    assert "rows_read=999 rows_kept=999" in out
+    assert (project / "data" / "processed" / "lfc_data.json").is_file()
+
+    accelerate = str(project_python.parent / "accelerate")
+    _run(
+        [accelerate, "launch", "--config_file", "accelerate/single.yaml", "train.py", "--max_steps", "5", "--save_steps", "5"],
+        project,
+        env,
+    )
+    state = json.loads((project / "outputs" / "checkpoint-5" / "trainer_state.json").read_text())
+    losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+    assert len(losses) == 5 and all(math.isfinite(loss) for loss in losses)
+    assert state["global_step"] == 5
+    assert (project / "outputs" / "adapter_model.safetensors").is_file()
+
+    # Chat with base + adapter before export, then export and chat with the merged model.
+    out = _run([python, "chat.py", "--prompt", "Describe a process of making crepes.", "--max_new_tokens", "8"], project, env)
+    assert "[chat] model: ../tiny-llama + adapter outputs/" in out
+    _run([python, "export.py"], project, env)
+    reload = (
+        "import json; from transformers import AutoModelForCausalLM, AutoTokenizer;"
+        "m = AutoModelForCausalLM.from_pretrained('exported'); t = AutoTokenizer.from_pretrained('exported');"
+        "print(json.dumps({'eos': m.generation_config.eos_token_id, 'eot': t.convert_tokens_to_ids('<|eot_id|>'),"
+        "'template': t.chat_template == open('chat_template.jinja').read(), 'lora': any('lora' in n for n, _ in m.named_parameters())}))"
+    )
+    printed = subprocess.run([python, "-c", reload], cwd=project, env=env, capture_output=True, text=True, check=True)
+    info = json.loads(printed.stdout.strip().splitlines()[-1])
+    assert info["eot"] in info["eos"] and info["template"] and not info["lora"]
+    chat = subprocess.run(
+        [python, "chat.py", "--prompt", "Describe a process of making crepes.", "--max_new_tokens", "8"],
+        cwd=project, env=env, capture_output=True, text=True, check=True,
+    )
+    lines = chat.stdout.splitlines()
+    assert lines[0] == "[chat] model: exported/"
+    assert "".join(lines[1:]).strip(), "chat.py printed no answer"
+
+    # An unknown config key is an error, not ignored.
+    bad = subprocess.run([python, "data.py", "--no_such_option", "1"], cwd=project, env=env, capture_output=True, text=True)
+    assert bad.returncode != 0
+
+    # The project still matches its spec after running (outputs are ignored); a hand edit fails.
+    lfc = [sys.executable, "-m", "lfc"]
+    verify = subprocess.run([*lfc, "verify", str(project)], capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    with open(project / "config.yaml", "a") as handle:
+        handle.write("# tweak\n")
+    verify = subprocess.run([*lfc, "verify", str(project)], capture_output=True, text=True)
+    assert verify.returncode == 1 and "config.yaml (changed)" in verify.stderr
