@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
 from lfc.errors import DriftError, LfcError
 from lfc.version import __version__
 
@@ -137,9 +136,19 @@ def templates(ctx: typer.Context) -> None:
 
     for name in template_names():
         entry = get_template(name)
-        features = [f for f, on in (("system", entry.supports_system), ("tools", entry.supports_tools),
-                                    ("reasoning", entry.supports_reasoning)) if on]
-        typer.echo(f"{name:10} end of turn {entry.end_of_turn:12} {'/'.join(features):20} {entry.description}")
+        features = [
+            f
+            for f, on in (
+                ("system", entry.supports_system),
+                ("tools", entry.supports_tools),
+                ("reasoning", entry.supports_reasoning),
+            )
+            if on
+        ]
+        typer.echo(
+            f"{name:10} end of turn {entry.end_of_turn:12} "
+            f"{'/'.join(features):20} {entry.description}"
+        )
 
 
 def main() -> None:

@@ -16,7 +16,6 @@ from typing import Any
 
 import jinja2
 import yaml
-
 from lfc.errors import InputError
 from lfc.resolve import EXPORT_DIR, PROCESSED_DIR, Plan, resolve
 from lfc.schemas.spec import Spec
@@ -154,7 +153,10 @@ def lock_file(plan: Plan, files: Mapping[str, bytes]) -> bytes:
             "reason": plan.pins.reason,
             "training": plan.pins.packages,
         },
-        "chat_template": {"name": plan.template.name, "sha256": sha256(files["chat_template.jinja"])},
+        "chat_template": {
+            "name": plan.template.name,
+            "sha256": sha256(files["chat_template.jinja"]),
+        },
         "files": {path: sha256(files[path]) for path in sorted(files)},
     }
     return (json.dumps(lock, indent=2, sort_keys=True) + "\n").encode("utf-8")

@@ -6,12 +6,11 @@ import types
 import typing
 from typing import Any, Union
 
-from pydantic import BaseModel, ValidationError
-
 from lfc.errors import Problem, SpecError
 from lfc.loader import KeyPath, LoadedSpec
 from lfc.schemas.spec import Spec
 from lfc.suggest import did_you_mean
+from pydantic import BaseModel, ValidationError
 
 
 def format_key(path: KeyPath) -> str:
@@ -109,9 +108,8 @@ def _message(error: Any, loaded: LoadedSpec) -> str:
     loc = error["loc"]
     if kind == "extra_forbidden":
         allowed = _fields_at(loc)
-        return (
-            f"unknown key {loc[-1]!r}{did_you_mean(str(loc[-1]), allowed)}"
-            + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+        return f"unknown key {loc[-1]!r}{did_you_mean(str(loc[-1]), allowed)}" + (
+            f" (allowed: {', '.join(allowed)})" if allowed else ""
         )
     if kind == "missing":
         return "required key is missing"

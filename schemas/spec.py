@@ -45,15 +45,18 @@ class ModelSpec(Section):
     )
     revision: str | None = Field(
         default=None,
-        description="Hub revision (branch, tag or commit) to pin the model to. Ignored for local folders.",
+        description="Hub revision (branch, tag or commit) to pin the model to. "
+        "Ignored for local folders.",
     )
     trust_remote_code: bool = Field(
         default=False,
-        description="Allow the model repository to run its own Python code. Off unless you trust it.",
+        description="Allow the model repository to run its own Python code. "
+        "Off unless you trust it.",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto",
-        description="Data type the weights are loaded in. `auto` uses the dtype saved with the model.",
+        description="Data type the weights are loaded in. "
+        "`auto` uses the dtype saved with the model.",
     )
     attn_implementation: Literal["sdpa", "eager"] = Field(
         default="sdpa",
@@ -81,7 +84,9 @@ class FreezeAdapter(Section):
 class LoraAdapter(Section):
     kind: Literal["lora"] = Field(description="Low-rank adapters (LoRA) on the target modules.")
     rank: int = Field(default=8, gt=0, le=1024, description="LoRA rank r.")
-    alpha: float = Field(default=16.0, gt=0, description="LoRA scaling alpha (scale = alpha / rank).")
+    alpha: float = Field(
+        default=16.0, gt=0, description="LoRA scaling alpha (scale = alpha / rank)."
+    )
     dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
     target: Literal["all-linear"] | tuple[str, ...] = Field(
         default="all-linear",
@@ -114,7 +119,9 @@ Stage = Annotated[SftStage, Field(discriminator="kind")]
 
 class AlpacaColumns(Section):
     instruction: str = Field(default="instruction", description="Column of the user instruction.")
-    input: str = Field(default="input", description="Column appended to the instruction (may be empty).")
+    input: str = Field(
+        default="input", description="Column appended to the instruction (may be empty)."
+    )
     output: str = Field(default="output", description="Column of the assistant answer.")
     system: str | None = Field(default=None, description="Column of a per-row system prompt.")
     history: str | None = Field(
@@ -264,7 +271,8 @@ class TrainSpec(Section):
     )
     report_to: tuple[ReportTo, ...] = Field(
         default=(),
-        description="Experiment trackers. Supported now: `tensorboard` (logs under output_dir/runs).",
+        description="Experiment trackers. Supported now: `tensorboard` "
+        "(logs under output_dir/runs).",
     )
     gradient_checkpointing: bool = Field(
         default=False,

@@ -64,7 +64,10 @@ TOOLS: list[tuple[list[dict], list[dict]]] = [
                 "role": "assistant",
                 "content": "",
                 "tool_calls": [
-                    {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}
+                    {
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": {"city": "Oslo"}},
+                    }
                 ],
             },
             {"role": "tool", "content": '{"temp": -3, "sky": "snow"}'},
@@ -80,8 +83,14 @@ TOOLS: list[tuple[list[dict], list[dict]]] = [
                 "role": "assistant",
                 "content": "Checking both.",
                 "tool_calls": [
-                    {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}},
-                    {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Rome"}}},
+                    {
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": {"city": "Oslo"}},
+                    },
+                    {
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": {"city": "Rome"}},
+                    },
                 ],
             },
             {"role": "tool", "content": "cold"},
@@ -90,5 +99,8 @@ TOOLS: list[tuple[list[dict], list[dict]]] = [
         ],
         [WEATHER_TOOL],
     ),
-    ([{"role": "user", "content": "No tool needed"}, {"role": "assistant", "content": "Right."}], [WEATHER_TOOL]),
+    (
+        [{"role": "user", "content": "No tool needed"}, {"role": "assistant", "content": "Right."}],
+        [WEATHER_TOOL],
+    ),
 ]

@@ -7,11 +7,12 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conversations import PLAIN, TOOLS
 from lfc.chat_templates import get_template, template_names
 
-render_jinja_template = pytest.importorskip("transformers.utils.chat_template_utils").render_jinja_template
+render_jinja_template = pytest.importorskip(
+    "transformers.utils.chat_template_utils"
+).render_jinja_template
 
 REFERENCES = Path(__file__).parent / "fixtures" / "chat_templates"
 WITH_REFERENCE = [n for n in template_names() if get_template(n).reference]
@@ -21,10 +22,16 @@ def reference(name: str) -> dict:
     return json.loads((REFERENCES / get_template(name).reference).read_text(encoding="utf-8"))
 
 
-def render(source: str, messages: list[dict], generation_prompt: bool, tools: list | None, bos: str | None) -> str:
+def render(
+    source: str, messages: list[dict], generation_prompt: bool, tools: list | None, bos: str | None
+) -> str:
     kwargs = {"bos_token": bos} if bos else {}
     text, _ = render_jinja_template(
-        conversations=[messages], tools=tools, chat_template=source, add_generation_prompt=generation_prompt, **kwargs
+        conversations=[messages],
+        tools=tools,
+        chat_template=source,
+        add_generation_prompt=generation_prompt,
+        **kwargs,
     )
     return text[0]
 
@@ -36,8 +43,13 @@ def test_plain_conversations_match_official(name: str, generation_prompt: bool, 
     official = reference(name)
     ours = get_template(name)
     messages = PLAIN[index]
-    expected = render(official["chat_template"], messages, generation_prompt, None, official.get("bos_token"))
-    assert render(ours.source, messages, generation_prompt, None, official.get("bos_token")) == expected
+    expected = render(
+        official["chat_template"], messages, generation_prompt, None, official.get("bos_token")
+    )
+    assert (
+        render(ours.source, messages, generation_prompt, None, official.get("bos_token"))
+        == expected
+    )
 
 
 @pytest.mark.parametrize("name", [n for n in WITH_REFERENCE if get_template(n).supports_tools])
@@ -46,8 +58,15 @@ def test_plain_conversations_match_official(name: str, generation_prompt: bool, 
 def test_tool_conversations_match_official(name: str, generation_prompt: bool, index: int) -> None:
     official = reference(name)
     messages, tools = TOOLS[index]
-    expected = render(official["chat_template"], messages, generation_prompt, tools, official.get("bos_token"))
-    assert render(get_template(name).source, messages, generation_prompt, tools, official.get("bos_token")) == expected
+    expected = render(
+        official["chat_template"], messages, generation_prompt, tools, official.get("bos_token")
+    )
+    assert (
+        render(
+            get_template(name).source, messages, generation_prompt, tools, official.get("bos_token")
+        )
+        == expected
+    )
 
 
 @pytest.mark.parametrize("name", template_names())
@@ -57,11 +76,16 @@ def test_every_template_marks_assistant_turns(name: str) -> None:
     # The end-of-turn token sits inside the generation span, so the model learns to stop.
     messages = PLAIN[1]
     _, spans = render_jinja_template(
-        conversations=[messages], chat_template=source, return_assistant_tokens_mask=True, bos_token="<s>"
+        conversations=[messages],
+        chat_template=source,
+        return_assistant_tokens_mask=True,
+        bos_token="<s>",
     )
     text = render(source, messages, False, None, "<s>")
     start, end = spans[0][-1]
-    assert text[start:end].startswith("Paris.") and text[start:end].endswith(get_template(name).end_of_turn)
+    assert text[start:end].startswith("Paris.") and text[start:end].endswith(
+        get_template(name).end_of_turn
+    )
 
 
 @pytest.mark.parametrize("name", template_names())

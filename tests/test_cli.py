@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
 from conftest import EXAMPLES
 from lfc.cli import app
+from typer.testing import CliRunner
 
 runner = CliRunner()
 
@@ -30,7 +29,9 @@ def test_version_and_help() -> None:
 
 def test_help_does_not_import_torch_or_transformers() -> None:
     probe = "import sys; from lfc.cli import app; import lfc.pipeline, lfc.verify, lfc.writer; print(sorted(m for m in ('torch', 'transformers', 'trl') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[]"
 
 
@@ -54,7 +55,9 @@ def test_verify_names_changed_missing_and_extra_files(tmp_path: Path) -> None:
     code, text = lfc("verify", str(out))
     assert code == 1
     assert "+# tuned by hand" not in text and "-# tuned by hand" in text
-    assert "train.py (changed)" in text and "chat.py (missing)" in text and "helper.py (extra)" in text
+    assert (
+        "train.py (changed)" in text and "chat.py (missing)" in text and "helper.py (extra)" in text
+    )
     assert "ignored.bin" not in text
 
 
@@ -69,7 +72,11 @@ def test_verify_sees_a_spec_edit(tmp_path: Path) -> None:
 
 def test_invalid_spec_exits_2_and_writes_nothing(tmp_path: Path) -> None:
     spec = tmp_path / "spec.yaml"
-    spec.write_text((EXAMPLES / "quickstart.yaml").read_text().replace("learning_rate: 1.0e-3", "learning_rate: -1"))
+    spec.write_text(
+        (EXAMPLES / "quickstart.yaml")
+        .read_text()
+        .replace("learning_rate: 1.0e-3", "learning_rate: -1")
+    )
     out = tmp_path / "run"
     code, text = lfc("compile", str(spec), "-o", str(out))
     assert code == 2
@@ -98,7 +105,11 @@ def test_trust_remote_code_warns(tmp_path: Path) -> None:
     spec = tmp_path / "examples" / "spec.yaml"
     spec.parent.mkdir()
     (spec.parent / "data").symlink_to(EXAMPLES / "data")
-    spec.write_text((EXAMPLES / "quickstart.yaml").read_text().replace("dtype: float32", "dtype: float32\n  trust_remote_code: true"))
+    spec.write_text(
+        (EXAMPLES / "quickstart.yaml")
+        .read_text()
+        .replace("dtype: float32", "dtype: float32\n  trust_remote_code: true")
+    )
     code, text = lfc("compile", str(spec), "-o", str(tmp_path / "run"))
     assert code == 0 and "warning: model.trust_remote_code is true" in text
 
@@ -117,10 +128,12 @@ def test_examples_validate(spec: Path) -> None:
 
 
 def test_examples_point_editors_at_the_schema() -> None:
-    schema = (EXAMPLES.parent / "schemas" / "spec.schema.json")
+    schema = EXAMPLES.parent / "schemas" / "spec.schema.json"
     assert schema.is_file()
     for spec in EXAMPLES.glob("*.yaml"):
-        assert spec.read_text().startswith("# yaml-language-server: $schema=../schemas/spec.schema.json")
+        assert spec.read_text().startswith(
+            "# yaml-language-server: $schema=../schemas/spec.schema.json"
+        )
 
 
 def test_shipped_schema_is_current() -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import EXAMPLES, example_specs
 from lfc.pipeline import compile_file, load_spec
 from lfc.render import yaml_scalar
@@ -28,7 +27,9 @@ def test_two_absolute_folders_give_identical_trees(spec_path: Path, tmp_path: Pa
         shutil.copytree(EXAMPLES, workdir / "examples")
         out = workdir / "out" / "run"
         write_project(compile_file(workdir / "examples" / spec_path.name).files, out)
-        trees.append({p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()})
+        trees.append(
+            {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        )
     assert trees[0] == trees[1]
     for path, content in trees[0].items():
         assert str(tmp_path).encode() not in content, path
@@ -57,16 +58,28 @@ def test_generated_python_passes_ruff(spec_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     write_project(compile_file(spec_path).files, out)
     ruff = [sys.executable, "-m", "ruff"]
-    check = subprocess.run([*ruff, "check", "--isolated", "."], cwd=out, capture_output=True, text=True)
+    check = subprocess.run(
+        [*ruff, "check", "--isolated", "."], cwd=out, capture_output=True, text=True
+    )
     assert check.returncode == 0, check.stdout
-    fmt = subprocess.run([*ruff, "format", "--isolated", "--check", "--diff", "."], cwd=out, capture_output=True, text=True)
+    fmt = subprocess.run(
+        [*ruff, "format", "--isolated", "--check", "--diff", "."],
+        cwd=out,
+        capture_output=True,
+        text=True,
+    )
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
 
 
 @pytest.mark.parametrize("spec_path", example_specs(), ids=EXAMPLE_IDS)
 def test_every_generated_file_starts_with_a_header_naming_its_command(spec_path: Path) -> None:
     files = compile_file(spec_path).files
-    runs = {"data.py": "python data.py", "train.py": "accelerate launch", "chat.py": "python chat.py", "export.py": "python export.py"}
+    runs = {
+        "data.py": "python data.py",
+        "train.py": "accelerate launch",
+        "chat.py": "python chat.py",
+        "export.py": "python export.py",
+    }
     for path, command in runs.items():
         docstring = ast.get_docstring(ast.parse(files[path]))
         assert docstring and command in docstring, path
@@ -81,7 +94,10 @@ def test_only_the_chosen_adapter_is_generated() -> None:
     assert b"def freeze" in freeze["model.py"] and b"peft" not in freeze["model.py"]
     assert b"sharegpt_messages" in freeze["data.py"] and b"alpaca_messages" not in freeze["data.py"]
     assert b'".jsonl"' not in lora["data.py"] and b'".jsonl"' in freeze["data.py"]
-    assert b"tensorboard==" in full["requirements.txt"] and b"tensorboard" not in lora["requirements.txt"]
+    assert (
+        b"tensorboard==" in full["requirements.txt"]
+        and b"tensorboard" not in lora["requirements.txt"]
+    )
 
 
 def test_config_yaml_round_trips_through_yaml() -> None:
@@ -93,7 +109,9 @@ def test_config_yaml_round_trips_through_yaml() -> None:
     assert config["eval_strategy"] == "steps"
 
 
-@pytest.mark.parametrize("value", [5e-06, 1e-4, 0.001, 1e20, 3.0, 0, -1, True, None, "a: b", "ü", [1, "x"]])
+@pytest.mark.parametrize(
+    "value", [5e-06, 1e-4, 0.001, 1e20, 3.0, 0, -1, True, None, "a: b", "ü", [1, "x"]]
+)
 def test_yaml_scalars_read_back_as_written(value: object) -> None:
     assert yaml.safe_load(f"k: {yaml_scalar(value)}")["k"] == value
 

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import compile_example, example_specs
 from conversations import PLAIN
 
@@ -51,11 +50,16 @@ print(json.dumps({"checked": checked, "labelled": labelled}))
 
 
 @pytest.mark.parametrize("spec", example_specs(), ids=lambda p: p.stem)
-def test_token_ids_and_labels_equal_apply_chat_template(spec: Path, tmp_path: Path, tiny_model: Path) -> None:
+def test_token_ids_and_labels_equal_apply_chat_template(
+    spec: Path, tmp_path: Path, tiny_model: Path
+) -> None:
     project = compile_example(spec.stem, tmp_path / "run", tiny_model)
     corpus = [c for c in PLAIN if c[-1]["role"] == "assistant"]
     result = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(corpus)], cwd=project, capture_output=True, text=True
+        [sys.executable, "-c", PROBE, json.dumps(corpus)],
+        cwd=project,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -77,7 +81,9 @@ print(json.dumps({n: [len(i), l] for n, (i, l) in cases.items()}))
 
 def test_truncation_keeps_whole_turns(tmp_path: Path) -> None:
     project = compile_example("quickstart", tmp_path / "run")
-    result = subprocess.run([sys.executable, "-c", TRUNCATE], cwd=project, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", TRUNCATE], cwd=project, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     cases = json.loads(result.stdout)
     IG = -100

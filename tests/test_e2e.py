@@ -16,7 +16,6 @@ import venv
 from pathlib import Path
 
 import pytest
-
 from conftest import compile_example
 
 pytestmark = pytest.mark.e2e
@@ -29,7 +28,11 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 900) -> 
 
 
 def _clean_env(bin_dir: Path) -> dict[str, str]:
-    keep = {k: v for k, v in os.environ.items() if k in ("HOME", "LANG", "TMPDIR", "PIP_INDEX_URL", "PIP_CONSTRAINT")}
+    keep = {
+        k: v
+        for k, v in os.environ.items()
+        if k in ("HOME", "LANG", "TMPDIR", "PIP_INDEX_URL", "PIP_CONSTRAINT")
+    }
     return {
         **keep,
         "PATH": f"{bin_dir}{os.pathsep}/usr/bin:/bin",
@@ -58,9 +61,16 @@ def project_python(project: Path, tmp_path_factory: pytest.TempPathFactory) -> P
         venv.EnvBuilder(with_pip=True, clear=True).create(root)
         env = _clean_env(root / "bin")
         # torch first, so that pip takes the CPU build and never a CUDA one.
-        torch_pin = next(line for line in requirements.read_text().splitlines() if line.startswith("torch=="))
+        torch_pin = next(
+            line for line in requirements.read_text().splitlines() if line.startswith("torch==")
+        )
         _run([str(python), "-m", "pip", "install", "-q", torch_pin], project, env, timeout=1800)
-        _run([str(python), "-m", "pip", "install", "-q", "-r", str(requirements)], project, env, timeout=1800)
+        _run(
+            [str(python), "-m", "pip", "install", "-q", "-r", str(requirements)],
+            project,
+            env,
+            timeout=1800,
+        )
         (root / ".complete").write_text("ok\n")
     return python
 
@@ -70,7 +80,9 @@ def test_quickstart_end_to_end(project: Path, project_python: Path) -> None:
     python = str(project_python)
 
     # lfc is not there: the project stands alone.
-    probe = subprocess.run([python, "-c", "import lfc"], cwd=project, env=env, capture_output=True, text=True)
+    probe = subprocess.run(
+        [python, "-c", "import lfc"], cwd=project, env=env, capture_output=True, text=True
+    )
     assert probe.returncode != 0 and "No module named 'lfc'" in probe.stderr
 
     out = _run([python, "data.py"], project, env)
@@ -79,7 +91,17 @@ def test_quickstart_end_to_end(project: Path, project_python: Path) -> None:
 
     accelerate = str(project_python.parent / "accelerate")
     _run(
-        [accelerate, "launch", "--config_file", "accelerate/single.yaml", "train.py", "--max_steps", "5", "--save_steps", "5"],
+        [
+            accelerate,
+            "launch",
+            "--config_file",
+            "accelerate/single.yaml",
+            "train.py",
+            "--max_steps",
+            "5",
+            "--save_steps",
+            "5",
+        ],
         project,
         env,
     )
@@ -90,7 +112,18 @@ def test_quickstart_end_to_end(project: Path, project_python: Path) -> None:
     assert (project / "outputs" / "adapter_model.safetensors").is_file()
 
     # Chat with base + adapter before export, then export and chat with the merged model.
-    out = _run([python, "chat.py", "--prompt", "Describe a process of making crepes.", "--max_new_tokens", "8"], project, env)
+    out = _run(
+        [
+            python,
+            "chat.py",
+            "--prompt",
+            "Describe a process of making crepes.",
+            "--max_new_tokens",
+            "8",
+        ],
+        project,
+        env,
+    )
     assert "[chat] model: ../tiny-llama + adapter outputs/" in out
     _run([python, "export.py"], project, env)
     reload = (
@@ -99,19 +132,38 @@ def test_quickstart_end_to_end(project: Path, project_python: Path) -> None:
         "print(json.dumps({'eos': m.generation_config.eos_token_id, 'eot': t.convert_tokens_to_ids('<|eot_id|>'),"
         "'template': t.chat_template == open('chat_template.jinja').read(), 'lora': any('lora' in n for n, _ in m.named_parameters())}))"
     )
-    printed = subprocess.run([python, "-c", reload], cwd=project, env=env, capture_output=True, text=True, check=True)
+    printed = subprocess.run(
+        [python, "-c", reload], cwd=project, env=env, capture_output=True, text=True, check=True
+    )
     info = json.loads(printed.stdout.strip().splitlines()[-1])
     assert info["eot"] in info["eos"] and info["template"] and not info["lora"]
     chat = subprocess.run(
-        [python, "chat.py", "--prompt", "Describe a process of making crepes.", "--max_new_tokens", "8"],
-        cwd=project, env=env, capture_output=True, text=True, check=True,
+        [
+            python,
+            "chat.py",
+            "--prompt",
+            "Describe a process of making crepes.",
+            "--max_new_tokens",
+            "8",
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     lines = chat.stdout.splitlines()
     assert lines[0] == "[chat] model: exported/"
     assert "".join(lines[1:]).strip(), "chat.py printed no answer"
 
     # An unknown config key is an error, not ignored.
-    bad = subprocess.run([python, "data.py", "--no_such_option", "1"], cwd=project, env=env, capture_output=True, text=True)
+    bad = subprocess.run(
+        [python, "data.py", "--no_such_option", "1"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode != 0
 
     # The project still matches its spec after running (outputs are ignored); a hand edit fails.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from lfc.errors import SpecError
 from lfc.loader import parse_spec_text
 from lfc.validate import validate_spec
@@ -38,7 +37,9 @@ def test_valid_spec_fills_defaults() -> None:
 
 
 def test_kind_shorthand() -> None:
-    spec = validate_spec(parse_spec_text(VALID.replace("{kind: lora, rank: 8}", "full").encode(), "s"))
+    spec = validate_spec(
+        parse_spec_text(VALID.replace("{kind: lora, rank: 8}", "full").encode(), "s")
+    )
     assert spec.adapter.kind == "full"
 
 
@@ -50,22 +51,74 @@ def test_kind_shorthand() -> None:
             "learning_rate: 0",
             "spec.yaml:11:3: train.learning_rate: Input should be greater than 0",
         ),
-        ("epochs: 1", "epoch: 1", "spec.yaml:10:3: train.epoch: unknown key 'epoch'; did you mean 'epochs'?"),
-        ("rank: 8", "rnak: 8", "spec.yaml:5:23: adapter.rnak: unknown key 'rnak'; did you mean 'rank'?"),
-        ("template: llama3", "template: lama3", "spec.yaml:4:1: template: unknown template 'lama3'; did you mean 'llama3'?"),
-        ("kind: lora", "kind: lorra", "spec.yaml:5:11: adapter.kind: unknown kind 'lorra'; did you mean 'lora'? expected one of: full, freeze, lora"),
+        (
+            "epochs: 1",
+            "epoch: 1",
+            "spec.yaml:10:3: train.epoch: unknown key 'epoch'; did you mean 'epochs'?",
+        ),
+        (
+            "rank: 8",
+            "rnak: 8",
+            "spec.yaml:5:23: adapter.rnak: unknown key 'rnak'; did you mean 'rank'?",
+        ),
+        (
+            "template: llama3",
+            "template: lama3",
+            "spec.yaml:4:1: template: unknown template 'lama3'; did you mean 'llama3'?",
+        ),
+        (
+            "kind: lora",
+            "kind: lorra",
+            "spec.yaml:5:11: adapter.kind: unknown kind 'lorra'; did you mean 'lora'? expected one of: full, freeze, lora",
+        ),
         ("lfc: 1", "lfc: 2", "spec.yaml:1:1: lfc: Input should be 1"),
-        ("format: alpaca", "format: sharegtp", "spec.yaml:8:27: data.datasets[0].format: unknown format 'sharegtp'; did you mean 'sharegpt'?"),
-        ("path: data/a.json", "path: ../secret.json", "spec.yaml:8:8: data.datasets[0].path: path must stay inside the project folder"),
-        ("path: data/a.json", "path: /etc/passwd.json", "spec.yaml:8:8: data.datasets[0].path: path must be relative to the project folder"),
-        ("path: data/a.json", "path: data/a.csv", "spec.yaml:8:8: data.datasets[0].path: only .json and .jsonl files are supported"),
-        ("epochs: 1", "epochs: many", "spec.yaml:10:3: train.epochs: Input should be a valid number"),
-        ("epochs: 1", "output_dir: ../../x", "spec.yaml:10:3: train.output_dir: output_dir must stay inside the project folder"),
-        ("  name_or_path: org/model\n", "  name_or_path: org/model\n  trust_remote_code: maybe\n", "spec.yaml:4:3: model.trust_remote_code: Input should be a valid boolean"),
+        (
+            "format: alpaca",
+            "format: sharegtp",
+            "spec.yaml:8:27: data.datasets[0].format: unknown format 'sharegtp'; did you mean 'sharegpt'?",
+        ),
+        (
+            "path: data/a.json",
+            "path: ../secret.json",
+            "spec.yaml:8:8: data.datasets[0].path: path must stay inside the project folder",
+        ),
+        (
+            "path: data/a.json",
+            "path: /etc/passwd.json",
+            "spec.yaml:8:8: data.datasets[0].path: path must be relative to the project folder",
+        ),
+        (
+            "path: data/a.json",
+            "path: data/a.csv",
+            "spec.yaml:8:8: data.datasets[0].path: only .json and .jsonl files are supported",
+        ),
+        (
+            "epochs: 1",
+            "epochs: many",
+            "spec.yaml:10:3: train.epochs: Input should be a valid number",
+        ),
+        (
+            "epochs: 1",
+            "output_dir: ../../x",
+            "spec.yaml:10:3: train.output_dir: output_dir must stay inside the project folder",
+        ),
+        (
+            "  name_or_path: org/model\n",
+            "  name_or_path: org/model\n  trust_remote_code: maybe\n",
+            "spec.yaml:4:3: model.trust_remote_code: Input should be a valid boolean",
+        ),
         ("lfc: 1\n", "", "spec.yaml: lfc: required key is missing"),
-        ("adapter: {kind: lora, rank: 8}", "adapter: {rank: 8}", "spec.yaml:5:1: adapter: needs a 'kind' key"),
+        (
+            "adapter: {kind: lora, rank: 8}",
+            "adapter: {rank: 8}",
+            "spec.yaml:5:1: adapter: needs a 'kind' key",
+        ),
         ("rank: 8", "rank: 0", "spec.yaml:5:23: adapter.rank: Input should be greater than 0"),
-        ("epochs: 1", "report_to: [wandb]", "spec.yaml:10:15: train.report_to[0]: Input should be 'tensorboard'"),
+        (
+            "epochs: 1",
+            "report_to: [wandb]",
+            "spec.yaml:10:15: train.report_to[0]: Input should be 'tensorboard'",
+        ),
     ],
 )
 def test_invalid_specs(old: str, new: str, expected: str) -> None:
@@ -79,7 +132,9 @@ def test_duplicate_dataset_names() -> None:
         "    - {path: data/a.json, format: alpaca}",
         "    - {path: data/a.json, format: alpaca}\n    - {path: other/a.jsonl, format: alpaca}",
     )
-    assert any("both named 'a'" in p and p.startswith("spec.yaml:7:3: data") for p in problems(text))
+    assert any(
+        "both named 'a'" in p and p.startswith("spec.yaml:7:3: data") for p in problems(text)
+    )
 
 
 def test_every_problem_is_reported_at_once() -> None:

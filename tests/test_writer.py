@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import EXAMPLES
 from lfc.errors import RefusedOverwrite
 from lfc.pipeline import compile_file
@@ -41,7 +40,9 @@ def test_refuses_a_folder_it_did_not_write(tmp_path: Path, files: dict[str, byte
     assert sorted(os.listdir(out)) == ["thesis.tex"]
 
 
-def test_force_over_a_foreign_folder_keeps_it_beside(tmp_path: Path, files: dict[str, bytes]) -> None:
+def test_force_over_a_foreign_folder_keeps_it_beside(
+    tmp_path: Path, files: dict[str, bytes]
+) -> None:
     out = tmp_path / "run"
     out.mkdir()
     (out / "thesis.tex").write_text("years of work")
@@ -56,7 +57,9 @@ def test_refuses_hand_edits_and_names_them(tmp_path: Path, files: dict[str, byte
     write_project(files, out)
     (out / "train.py").write_text("# mine\n")
     (out / "config.yaml").unlink()
-    with pytest.raises(RefusedOverwrite, match=r"edited by hand since the last compile: config\.yaml, train\.py"):
+    with pytest.raises(
+        RefusedOverwrite, match=r"edited by hand since the last compile: config\.yaml, train\.py"
+    ):
         write_project(files, out)
     assert (out / "train.py").read_text() == "# mine\n"
     write_project(files, out, force=True)
@@ -80,7 +83,9 @@ def test_recompiling_keeps_run_outputs(tmp_path: Path, files: dict[str, bytes]) 
     assert (out / "README.md").read_bytes() == b"# changed\n"
 
 
-def test_refuses_when_a_user_file_would_be_replaced(tmp_path: Path, files: dict[str, bytes]) -> None:
+def test_refuses_when_a_user_file_would_be_replaced(
+    tmp_path: Path, files: dict[str, bytes]
+) -> None:
     out = tmp_path / "run"
     # An earlier compile that did not generate .gitignore, so the user wrote their own.
     old = {k: v for k, v in files.items() if k != ".gitignore"}
@@ -116,7 +121,9 @@ print("done", flush=True)
 
 
 @pytest.mark.parametrize("delay", [0.05, 0.2, 0.4, 0.6, 0.8])
-def test_killed_compile_leaves_a_whole_project(tmp_path: Path, files: dict[str, bytes], delay: float) -> None:
+def test_killed_compile_leaves_a_whole_project(
+    tmp_path: Path, files: dict[str, bytes], delay: float
+) -> None:
     out = tmp_path / "run"
     write_project(files, out)
     # Version 2 of the spec: another learning rate.

@@ -1,0 +1,54 @@
+"""Supervised fine-tuning of ../tiny-llama with every parameter trained (TRL SFTTrainer).
+
+Run: accelerate launch --config_file accelerate/single.yaml train.py [--max_steps 5 ...]
+Needs data/processed/ from `python data.py`.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+from datasets import load_from_disk
+from trl import SFTTrainer
+
+from config import parse_args
+from model import CHAT_TEMPLATE, load_model, load_tokenizer
+
+
+def check_processed_data(processed_dir: str, cutoff_len: int) -> None:
+    """Stop early if data.py has not run, or ran with another cutoff_len or template."""
+    manifest_path = Path(processed_dir) / "lfc_data.json"
+    if not manifest_path.is_file():
+        raise SystemExit(f"{processed_dir}/ is missing: run `python data.py` first")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    template_sha = hashlib.sha256(CHAT_TEMPLATE.encode("utf-8")).hexdigest()
+    made_with = (manifest["cutoff_len"], manifest["chat_template_sha256"])
+    if made_with != (cutoff_len, template_sha):
+        raise SystemExit(
+            f"{processed_dir}/ was made with other settings: run `python data.py` again"
+        )
+
+
+def main() -> None:
+    args = parse_args()
+    training = args.training
+    check_processed_data(args.data.processed_dir, args.data.cutoff_len)
+    dataset = load_from_disk(args.data.processed_dir)
+
+    tokenizer = load_tokenizer(args.model, training.trust_remote_code)
+    model = load_model(args.model, trust_remote_code=training.trust_remote_code)
+
+    trainer = SFTTrainer(
+        model=model,
+        args=training,
+        train_dataset=dataset["train"],
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    trainer.save_model(training.output_dir)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(training.output_dir)
+
+
+if __name__ == "__main__":
+    main()
