@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from lfc.errors import DriftError, LfcError
 from lfc.version import __version__
 

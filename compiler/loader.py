@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from lfc.errors import InputError, Problem, SpecError
 
 MAX_SPEC_BYTES = 1_000_000

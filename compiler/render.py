@@ -16,6 +16,7 @@ from typing import Any
 
 import jinja2
 import yaml
+
 from lfc.errors import InputError
 from lfc.resolve import EXPORT_DIR, PROCESSED_DIR, Plan, resolve
 from lfc.schemas.spec import Spec

@@ -6,11 +6,12 @@ import types
 import typing
 from typing import Any, Union
 
+from pydantic import BaseModel, ValidationError
+
 from lfc.errors import Problem, SpecError
 from lfc.loader import KeyPath, LoadedSpec
 from lfc.schemas.spec import Spec
 from lfc.suggest import did_you_mean
-from pydantic import BaseModel, ValidationError
 
 
 def format_key(path: KeyPath) -> str:

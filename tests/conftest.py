@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from lfc.pipeline import compile_file
 from lfc.writer import write_project
 

@@ -7,8 +7,10 @@ import re
 from pathlib import Path
 
 import pytest
-from conversations import PLAIN, TOOLS
+
 from lfc.chat_templates import get_template, template_names
+
+from conversations import PLAIN, TOOLS
 
 render_jinja_template = pytest.importorskip(
     "transformers.utils.chat_template_utils"

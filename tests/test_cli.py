@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES
-from lfc.cli import app
 from typer.testing import CliRunner
+
+from lfc.cli import app
+
+from conftest import EXAMPLES
 
 runner = CliRunner()
 

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import EXAMPLES, example_specs
+
 from lfc.pipeline import compile_file, load_spec
 from lfc.render import yaml_scalar
 from lfc.writer import write_project
+
+from conftest import EXAMPLES, example_specs
 
 EXAMPLE_IDS = [p.stem for p in example_specs()]
 

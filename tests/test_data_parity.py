@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import compile_example, example_specs
 from conversations import PLAIN
 

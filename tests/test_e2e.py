@@ -16,6 +16,7 @@ import venv
 from pathlib import Path
 
 import pytest
+
 from conftest import compile_example
 
 pytestmark = pytest.mark.e2e

@@ -7,8 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import example_specs
+
 from lfc.pipeline import compile_file
+
+from conftest import example_specs
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("LFC_UPDATE_GOLDEN") == "1"

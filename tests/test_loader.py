@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from lfc.errors import InputError, SpecError
 from lfc.loader import MAX_SPEC_BYTES, parse_spec_text, read_spec_file
 

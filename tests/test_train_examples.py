@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import compile_example
 
 safetensors_torch = pytest.importorskip("safetensors.torch")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from lfc.errors import SpecError
 from lfc.loader import parse_spec_text
 from lfc.validate import validate_spec

@@ -13,10 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES
+
 from lfc.errors import RefusedOverwrite
 from lfc.pipeline import compile_file
 from lfc.writer import hand_edits, read_lock, recover, write_project
+
+from conftest import EXAMPLES
 
 
 @pytest.fixture(scope="module")
