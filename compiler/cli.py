@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from lfc.errors import DriftError, LfcError
+from lfc.errors import DriftError, InputError, LfcError
 from lfc.version import __version__
 
 app = typer.Typer(
@@ -150,6 +150,46 @@ def templates(ctx: typer.Context) -> None:
             f"{name:10} end of turn {entry.end_of_turn:12} "
             f"{'/'.join(features):20} {entry.description}"
         )
+
+
+def _read_json(path: Path, what: str) -> list:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise InputError(f"{path}: expected a JSON list of {what} objects")
+    return value
+
+
+@templates_app.command("render")
+def templates_render(
+    name: Annotated[str, typer.Argument(help="Registry name, e.g. llama3.")],
+    conversation: Annotated[Path, typer.Argument(help="JSON list of {role, content} messages.")],
+    add_generation_prompt: Annotated[
+        bool, typer.Option("--add-generation-prompt", help="End with the assistant header.")
+    ] = False,
+    tools: Annotated[
+        Path | None, typer.Option("--tools", help="JSON list of tool schemas.")
+    ] = None,
+) -> None:
+    """Print exactly what template NAME renders for CONVERSATION (no newline added)."""
+    from lfc.chat_templates import template_names
+    from lfc.suggest import did_you_mean
+    from lfc.template_render import render_conversation
+
+    try:
+        if name not in template_names():
+            raise InputError(f"unknown template {name!r}{did_you_mean(name, template_names())}")
+        messages = _read_json(conversation, "message")
+        tool_list = _read_json(tools, "tool") if tools is not None else None
+        text = render_conversation(name, messages, add_generation_prompt, tool_list)
+    except LfcError as error:
+        _fail(error)
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def main() -> None:

@@ -97,3 +97,54 @@ def test_metadata_tokens_appear_in_the_template(name: str) -> None:
         if token != entry.bos_token and token != "<|endoftext|>":
             assert token in entry.source, token
     assert entry.end_of_turn in entry.stop_tokens
+
+
+@pytest.mark.parametrize("name", template_names())
+@pytest.mark.parametrize("generation_prompt", [False, True])
+def test_cli_render_prints_exactly_the_template_text(
+    name: str, generation_prompt: bool, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from lfc.cli import app
+
+    bos = get_template(name).bos_token
+    for index, messages in enumerate(PLAIN):
+        conversation = tmp_path / f"c{index}.json"
+        conversation.write_text(json.dumps(messages), encoding="utf-8")
+        args = ["templates", "render", name, str(conversation)]
+        if generation_prompt:
+            args.append("--add-generation-prompt")
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert result.stdout == render(
+            get_template(name).source, messages, generation_prompt, None, bos
+        )
+
+
+def test_cli_render_with_tools_and_bad_input(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from lfc.cli import app
+
+    messages, tools = TOOLS[0]
+    (tmp_path / "c.json").write_text(json.dumps(messages))
+    (tmp_path / "t.json").write_text(json.dumps(tools))
+    result = CliRunner().invoke(
+        app,
+        [
+            "templates",
+            "render",
+            "qwen",
+            str(tmp_path / "c.json"),
+            "--tools",
+            str(tmp_path / "t.json"),
+        ],
+    )
+    assert result.exit_code == 0
+    assert result.stdout == render(get_template("qwen").source, messages, False, tools, None)
+    (tmp_path / "bad.json").write_text("{not json")
+    result = CliRunner().invoke(app, ["templates", "render", "qwen", str(tmp_path / "bad.json")])
+    assert result.exit_code == 2 and "not valid JSON" in result.output
+    result = CliRunner().invoke(app, ["templates", "render", "qwne", str(tmp_path / "c.json")])
+    assert result.exit_code == 2 and "did you mean 'qwen'" in result.output
