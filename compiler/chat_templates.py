@@ -15,10 +15,11 @@ class ChatTemplate:
     name: str
     description: str
     source: str
-    end_of_turn: str
+    end_of_turn: str | None
     stop_tokens: tuple[str, ...]
     special_tokens: tuple[str, ...]
     bos_token: str | None
+    eos_token: str | None
     supports_system: bool
     supports_tools: bool
     supports_reasoning: bool
@@ -44,6 +45,7 @@ def _registry() -> dict[str, ChatTemplate]:
             stop_tokens=tuple(info["stop_tokens"]),
             special_tokens=tuple(info["special_tokens"]),
             bos_token=info["bos_token"],
+            eos_token=info["eos_token"],
             supports_system=info["supports_system"],
             supports_tools=info["supports_tools"],
             supports_reasoning=info["supports_reasoning"],

@@ -112,11 +112,20 @@ def verify(
 def tiny_model(
     output: Annotated[Path, typer.Argument(help="Folder to write the model into.")],
     seed: Annotated[int, typer.Option(help="Seed of the weights and the tokenizer corpus.")] = 0,
+    template: Annotated[
+        str | None, typer.Option(help="Give the tokenizer this template family's bos/eos.")
+    ] = None,
 ) -> None:
     """Build a tiny random Llama model and BPE tokenizer (no hub needed)."""
+    from lfc.chat_templates import template_names
+    from lfc.suggest import did_you_mean
     from lfc.tiny_model import build_tiny_model
 
-    build_tiny_model(output, seed=seed)
+    if template is not None and template not in template_names():
+        _fail(
+            InputError(f"unknown template {template!r}{did_you_mean(template, template_names())}")
+        )
+    build_tiny_model(output, seed=seed, template=template)
     typer.echo(f"tiny model written to {output}/")
 
 
@@ -147,7 +156,7 @@ def templates(ctx: typer.Context) -> None:
             if on
         ]
         typer.echo(
-            f"{name:10} end of turn {entry.end_of_turn:12} "
+            f"{name:15} end of turn {entry.end_of_turn or '(eos)':24} "
             f"{'/'.join(features):20} {entry.description}"
         )
 
@@ -174,6 +183,12 @@ def templates_render(
     tools: Annotated[
         Path | None, typer.Option("--tools", help="JSON list of tool schemas.")
     ] = None,
+    bos_token: Annotated[
+        str | None, typer.Option(help="bos_token (default: the family's, else <s>).")
+    ] = None,
+    eos_token: Annotated[
+        str | None, typer.Option(help="eos_token (default: the family's, else </s>).")
+    ] = None,
 ) -> None:
     """Print exactly what template NAME renders for CONVERSATION (no newline added)."""
     from lfc.chat_templates import template_names
@@ -185,7 +200,9 @@ def templates_render(
             raise InputError(f"unknown template {name!r}{did_you_mean(name, template_names())}")
         messages = _read_json(conversation, "message")
         tool_list = _read_json(tools, "tool") if tools is not None else None
-        text = render_conversation(name, messages, add_generation_prompt, tool_list)
+        text = render_conversation(
+            name, messages, add_generation_prompt, tool_list, bos_token, eos_token
+        )
     except LfcError as error:
         _fail(error)
     sys.stdout.write(text)

@@ -17,6 +17,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from lfc.chat_templates import get_template
 from lfc.errors import InputError
 
+DEFAULT_BOS, DEFAULT_EOS = "<s>", "</s>"
+
 
 class _Generation(Extension):
     """`{% generation %}...{% endgeneration %}` renders its body unchanged."""
@@ -45,8 +47,13 @@ def render_conversation(
     messages: list[dict[str, Any]],
     add_generation_prompt: bool = False,
     tools: list[dict[str, Any]] | None = None,
+    bos_token: str | None = None,
+    eos_token: str | None = None,
 ) -> str:
-    """The text template `name` renders for `messages`."""
+    """The text template `name` renders for `messages`.
+
+    bos/eos default to the tokens the registry names for the family, else `<s>` and `</s>`.
+    """
     entry = get_template(name)
     env = ImmutableSandboxedEnvironment(
         trim_blocks=True, lstrip_blocks=True, extensions=[_Generation, "jinja2.ext.loopcontrols"]
@@ -57,9 +64,9 @@ def render_conversation(
         "messages": messages,
         "add_generation_prompt": add_generation_prompt,
         "tools": tools,
+        "bos_token": bos_token or entry.bos_token or DEFAULT_BOS,
+        "eos_token": eos_token or entry.eos_token or DEFAULT_EOS,
     }
-    if entry.bos_token:
-        context["bos_token"] = entry.bos_token
     try:
         return env.from_string(entry.source).render(**context)
     except TemplateError as exc:

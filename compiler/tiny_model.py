@@ -1,8 +1,9 @@
 """`lfc tiny-model DIR`: a tiny random-weight Llama model with a byte-level BPE tokenizer.
 
 Built locally and deterministically in seconds, so examples and tests run where no model hub
-is reachable. It knows the special tokens of the chatml, llama3 and qwen templates. Needs the
-optional stack (`pip install 'lfc[tiny]'`); imported only by that command.
+is reachable. Its vocabulary holds the special tokens of every registry template; `template`
+picks the bos/eos that family's tokenizer has. Needs the optional stack
+(`pip install 'lfc[tiny]'`); imported only by that command.
 """
 
 from __future__ import annotations
@@ -10,17 +11,27 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-SPECIAL_TOKENS = (
-    "<|begin_of_text|>",
-    "<|end_of_text|>",
-    "<|start_header_id|>",
-    "<|end_header_id|>",
-    "<|eot_id|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|endoftext|>",
-    "<|pad|>",
-)
+from lfc.chat_templates import get_template, template_names
+
+BASE_TOKENS = ("<|begin_of_text|>", "<|end_of_text|>", "<|pad|>")
+DEFAULT_BOS, DEFAULT_EOS, PAD = BASE_TOKENS
+
+
+def special_tokens() -> list[str]:
+    """The base tokens, then every token any registry template writes (sorted, stable)."""
+    found = {
+        token
+        for name in template_names()
+        for token in (
+            *get_template(name).special_tokens,
+            *get_template(name).stop_tokens,
+            get_template(name).bos_token,
+            get_template(name).eos_token,
+        )
+        if token
+    }
+    return [*BASE_TOKENS, *sorted(found - set(BASE_TOKENS))]
+
 
 _WORDS = (
     "the a an and or but if then when while of to in on at by for with from as is are was were "
@@ -50,9 +61,17 @@ def _corpus(lines: int, seed: int) -> list[str]:
 
 
 def build_tiny_model(
-    out: Path, vocab_size: int = 2048, hidden_size: int = 64, layers: int = 2, seed: int = 0
+    out: Path,
+    vocab_size: int = 2048,
+    hidden_size: int = 64,
+    layers: int = 2,
+    seed: int = 0,
+    template: str | None = None,
 ) -> Path:
     """Write a tokenizer and a random Llama model into `out`; returns `out`."""
+    entry = get_template(template) if template else None
+    bos = (entry and entry.bos_token) or DEFAULT_BOS
+    eos = (entry and entry.eos_token) or DEFAULT_EOS
     try:
         import torch
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -68,16 +87,16 @@ def build_tiny_model(
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=special_tokens(),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tokenizer.train_from_iterator(_corpus(20_000, seed), trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
-        bos_token="<|begin_of_text|>",
-        eos_token="<|end_of_text|>",
-        pad_token="<|pad|>",
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=PAD,
         model_max_length=2048,
     )
 
