@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SPEC_VERSION = 1
 
@@ -107,11 +107,25 @@ Adapter = Annotated[FullAdapter | FreezeAdapter | LoraAdapter, Field(discriminat
 
 class SftStage(Section):
     kind: Literal["sft"] = Field(description="Supervised fine-tuning on conversations.")
-    assistant_only_loss: bool = Field(
-        default=True,
-        description="Compute the loss on assistant turns only (labels of every other token are "
-        "masked). Off: train on the whole rendered conversation.",
+    train_on_prompt: bool = Field(
+        default=False,
+        description="Also compute the loss on prompt tokens (system, user, tool turns and the "
+        "template's markup). Off: only the assistant turns are labelled.",
     )
+    mask_history: bool = Field(
+        default=False,
+        description="Label only the last assistant turn of each conversation; earlier turns "
+        "are context. Rows whose last turn does not fit in cutoff_len are dropped and counted.",
+    )
+
+    @model_validator(mode="after")
+    def _one_masking_mode(self) -> SftStage:
+        if self.train_on_prompt and self.mask_history:
+            raise ValueError(
+                "train_on_prompt labels every token and mask_history only the last answer; "
+                "choose one"
+            )
+        return self
 
 
 Stage = Annotated[SftStage, Field(discriminator="kind")]

@@ -6,6 +6,7 @@ Runs inside each compiled example, with the project's own modules and the tiny l
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -97,3 +98,85 @@ def test_truncation_keeps_whole_turns(tmp_path: Path) -> None:
     assert cases["4"] == [4, [IG, IG, IG, 1]]
     # Not even one answer token fits: the row has no labels (data.py drops and counts it).
     assert cases["2"] == [2, [IG, IG]]
+
+
+MASKING = r"""
+import json
+import data
+from datasets import load_from_disk
+from config import ModelArguments
+from model import load_tokenizer
+
+tokenizer = load_tokenizer(ModelArguments(model_name_or_path="../tiny-llama"))
+saved = load_from_disk("data/processed")["train"]
+rows = data.read_rows("data/sharegpt_demo.jsonl")
+out = []
+for row, example in zip(rows, saved, strict=True):
+    messages = data.CONVERTERS["sharegpt"](row)
+    ref = tokenizer.apply_chat_template(
+        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
+    out.append({"ids": ref["input_ids"], "mask": ref["assistant_masks"],
+                "saved_ids": example["input_ids"], "labels": example["labels"]})
+print(json.dumps(out))
+"""
+
+
+def _last_run(mask: list[int]) -> list[int]:
+    """The mask with only its last run of ones kept (the last assistant turn)."""
+    end = len(mask) - mask[::-1].index(1)
+    start = end
+    while start > 0 and mask[start - 1] == 1:
+        start -= 1
+    return [1 if start <= i < end else 0 for i in range(len(mask))]
+
+
+@pytest.mark.parametrize("mode", ["default", "mask_history", "train_on_prompt"])
+def test_masking_options_on_token_level(mode: str, tmp_path: Path, tiny_model: Path) -> None:
+    import shutil
+
+    from lfc.pipeline import compile_file
+    from lfc.writer import write_project
+
+    from conftest import EXAMPLES
+
+    spec_dir = tmp_path / "spec"
+    shutil.copytree(EXAMPLES / "data", spec_dir / "data")
+    stage = {
+        "default": "{kind: sft}",
+        "mask_history": "{kind: sft, mask_history: true}",
+        "train_on_prompt": "{kind: sft, train_on_prompt: true}",
+    }[mode]
+    text = (EXAMPLES / "quickstart.yaml").read_text()
+    text = text.replace("stage: {kind: sft}", f"stage: {stage}")
+    text = text.replace(
+        "{path: data/alpaca_en_demo.json, format: alpaca}",
+        "{path: data/sharegpt_demo.jsonl, format: sharegpt}",
+    )
+    (spec_dir / "spec.yaml").write_text(text)
+    project = tmp_path / "run"
+    write_project(compile_file(spec_dir / "spec.yaml").files, project)
+    shutil.copytree(tiny_model, tmp_path / "tiny-llama")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    made = subprocess.run(
+        [sys.executable, "data.py"], cwd=project, env=env, capture_output=True, text=True
+    )
+    assert made.returncode == 0, made.stderr[-3000:]
+    probe = subprocess.run(
+        [sys.executable, "-c", MASKING], cwd=project, env=env, capture_output=True, text=True
+    )
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    rows = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert len(rows) == 12
+    for row in rows:
+        ids, mask = row["ids"], row["mask"]
+        assert row["saved_ids"] == ids
+        if mode == "train_on_prompt":
+            expected = ids
+        elif mode == "mask_history":
+            expected = [t if m else -100 for t, m in zip(ids, _last_run(mask), strict=True)]
+        else:
+            expected = [t if m else -100 for t, m in zip(ids, mask, strict=True)]
+        assert row["labels"] == expected
+    multi_turn = [r for r in rows if r["mask"] != _last_run(r["mask"])]
+    assert multi_turn, "the corpus must have multi-turn rows"

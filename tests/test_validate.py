@@ -141,3 +141,11 @@ def test_duplicate_dataset_names() -> None:
 def test_every_problem_is_reported_at_once() -> None:
     text = VALID.replace("rank: 8", "rank: -1").replace("epochs: 1", "epochs: 0")
     assert len(problems(text)) == 2
+
+
+def test_masking_modes_exclude_each_other() -> None:
+    text = VALID + "stage: {kind: sft, train_on_prompt: true, mask_history: true}\n"
+    assert any(
+        p.startswith("spec.yaml:12:1: stage: train_on_prompt labels every token")
+        for p in problems(text)
+    )

@@ -51,7 +51,7 @@ def load_tokenizer(
 
 
 def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """Ids that end generation: the tokenizer's eos and the template's end of turn."""
+    """Ids that end generation: the template's end of turn and the tokenizer's eos."""
     ids = [tokenizer.convert_tokens_to_ids(END_OF_TURN)]
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids.append(tokenizer.eos_token_id)

@@ -4,7 +4,7 @@ Run: python data.py   (reads config.yaml; e.g. `python data.py --cutoff_len 512`
 
 Reads data/chats.jsonl, renders every conversation with
 chat_template.jinja, tokenizes in batches with the fast tokenizer, labels
-only the assistant tokens (the template's generation spans) and saves data/processed/.
+only the last assistant turn (a generation span) and saves data/processed/.
 Malformed rows are reported by file and row index; they are never dropped silently.
 """
 
@@ -258,7 +258,8 @@ def main() -> None:
             )
             rows = zip(batch["input_ids"], batch["offset_mapping"], spans[begin:end])
             for ids, offsets, row_spans in rows:
-                labels = label_tokens(ids, offsets, row_spans)
+                # mask_history: earlier answers are context; only the last one is labelled.
+                labels = label_tokens(ids, offsets, row_spans[-1:])
                 if len(ids) > data.cutoff_len:
                     ids, labels = truncate(ids, labels, data.cutoff_len)
                     truncated += 1
