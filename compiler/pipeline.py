@@ -8,7 +8,7 @@ from pathlib import Path
 from lfc.errors import InputError, Problem, SpecError
 from lfc.loader import read_spec_file
 from lfc.render import compile_project
-from lfc.schemas.spec import Spec
+from lfc.schemas.spec import CustomTemplate, Spec
 from lfc.validate import validate_spec
 
 MAX_DATA_BYTES = 512 * 1024 * 1024
@@ -28,21 +28,23 @@ def load_spec(path: Path) -> Spec:
 def read_inputs(spec: Spec, spec_path: Path) -> dict[str, bytes]:
     """The bytes of every local data file, resolved relative to the spec's folder."""
     base = spec_path.resolve().parent
+    wanted = [(f"data.datasets[{i}].path", d.path) for i, d in enumerate(spec.data.datasets)]
+    if isinstance(spec.template, CustomTemplate):
+        wanted.append(("template.jinja", spec.template.jinja))
     inputs: dict[str, bytes] = {}
-    for index, dataset in enumerate(spec.data.datasets):
-        file = base / dataset.path
-        key = f"data.datasets[{index}].path"
+    for key, path in wanted:
+        file = base / path
         problem = None
         if file.is_dir():
-            problem = f"{dataset.path!r} is a folder; give a .json or .jsonl file"
+            problem = f"{path!r} is a folder; give a file"
         elif not file.is_file():
-            problem = f"{dataset.path!r} does not exist (looked in {base})"
+            problem = f"{path!r} does not exist (looked in {base})"
         elif file.stat().st_size > MAX_DATA_BYTES:
-            problem = f"{dataset.path!r} is larger than {MAX_DATA_BYTES // 2**20} MiB"
+            problem = f"{path!r} is larger than {MAX_DATA_BYTES // 2**20} MiB"
         if problem:
             raise SpecError([Problem(str(spec_path), None, None, key, problem)])
         try:
-            inputs[dataset.path] = file.read_bytes()
+            inputs[path] = file.read_bytes()
         except OSError as exc:
             raise InputError(f"{file}: cannot read: {exc.strerror}") from None
     return inputs
@@ -51,4 +53,4 @@ def read_inputs(spec: Spec, spec_path: Path) -> dict[str, bytes]:
 def compile_file(spec_path: Path) -> Compiled:
     """Load, validate and compile a spec file into the project's files."""
     spec = load_spec(spec_path)
-    return Compiled(spec, compile_project(spec, read_inputs(spec, spec_path)))
+    return Compiled(spec, compile_project(spec, read_inputs(spec, spec_path), str(spec_path)))

@@ -19,7 +19,7 @@ import yaml
 
 from lfc.errors import InputError
 from lfc.resolve import EXPORT_DIR, PROCESSED_DIR, Plan, resolve
-from lfc.schemas.spec import Spec
+from lfc.schemas.spec import CustomTemplate, Spec
 from lfc.version import __version__
 
 LOCK_FILE = "lfc.lock.json"
@@ -37,6 +37,7 @@ _COMMON_FILES = (
     ("chat.py", "project/chat.py.j2"),
     ("export.py", "project/export.py.j2"),
     (".gitignore", "project/gitignore.j2"),
+    ("tests/test_chat_template.py", "project/tests/test_chat_template.py.j2"),
 )
 
 
@@ -129,6 +130,8 @@ def _render(blueprint: str, plan: Plan) -> str:
 def normalized_spec(plan: Plan) -> bytes:
     """The spec as the project keeps it: every default spelled out, data paths inside it."""
     data = plan.spec.model_dump(mode="json")
+    if isinstance(data["template"], dict):
+        data["template"]["jinja"] = "chat_template.jinja"
     for dataset, resolved in zip(data["data"]["datasets"], plan.datasets, strict=True):
         dataset["path"] = resolved.project_path
         dataset["name"] = resolved.name
@@ -163,9 +166,16 @@ def lock_file(plan: Plan, files: Mapping[str, bytes]) -> bytes:
     return (json.dumps(lock, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
-def compile_project(spec: Spec, inputs: Mapping[str, bytes]) -> dict[str, bytes]:
-    """Every file of the project for `spec`; `inputs` maps each dataset's spec path to its bytes."""
-    plan = resolve(spec)
+def compile_project(
+    spec: Spec, inputs: Mapping[str, bytes], source: str = "spec.yaml"
+) -> dict[str, bytes]:
+    """Every file of the project for `spec`.
+
+    `inputs` maps each file the spec names (datasets, a custom template) to its bytes;
+    `source` names the spec in error messages.
+    """
+    custom = spec.template.jinja if isinstance(spec.template, CustomTemplate) else None
+    plan = resolve(spec, inputs.get(custom) if custom else None, source)
     files: dict[str, bytes] = {}
     for path, blueprint in _file_table(plan):
         text = _render(blueprint, plan)

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from lfc.chat_templates import ChatTemplate, get_template
+from lfc.custom_template import custom_chat_template
+from lfc.errors import InputError
 from lfc.pins import PinSet, training_pins
-from lfc.schemas.spec import Spec
+from lfc.schemas.spec import CustomTemplate, Spec
 
 PROCESSED_DIR = "data/processed"
 EXPORT_DIR = "exported"
@@ -116,8 +118,17 @@ def _config(spec: Spec) -> dict[str, dict[str, Any]]:
     return groups
 
 
-def resolve(spec: Spec) -> Plan:
-    """Fill in everything the blueprints need from a validated spec."""
+def resolve(spec: Spec, template_source: bytes | None = None, source: str = "spec.yaml") -> Plan:
+    """Fill in everything the blueprints need from a validated spec.
+
+    `template_source` holds the bytes of a custom template file (`template: {jinja: ...}`).
+    """
+    if isinstance(spec.template, CustomTemplate):
+        if template_source is None:
+            raise InputError(f"template file {spec.template.jinja!r} was not read")
+        template = custom_chat_template(spec.template, template_source, source)
+    else:
+        template = get_template(spec.template)
     datasets = tuple(
         DatasetPlan(
             name=d.resolved_name,
@@ -130,7 +141,7 @@ def resolve(spec: Spec) -> Plan:
     )
     return Plan(
         spec=spec,
-        template=get_template(spec.template),
+        template=template,
         pins=training_pins(spec.pins.target, tuple(spec.train.report_to)),
         datasets=datasets,
         config=_config(spec),

@@ -306,11 +306,37 @@ class PinsSpec(Section):
     )
 
 
+class CustomTemplate(Section):
+    jinja: str = Field(
+        description="A Hugging Face-style Jinja chat template file, relative to the spec. "
+        "Assistant turns must be wrapped in {% generation %}...{% endgeneration %}. It is "
+        "copied into the project as chat_template.jinja and rendered in a sandbox."
+    )
+    end_of_turn: str | None = Field(
+        default=None,
+        description="Token that ends an assistant turn (generation stops on it); "
+        "None: the tokenizer's eos.",
+    )
+    stop_tokens: tuple[str, ...] = Field(default=(), description="More tokens that end generation.")
+    special_tokens: tuple[str, ...] = Field(
+        default=(), description="Tokens the template writes that the tokenizer must have."
+    )
+
+    @field_validator("jinja")
+    @classmethod
+    def _jinja_file(cls, value: str) -> str:
+        value = _relative_path(value, "jinja")
+        if not value.endswith(".jinja"):
+            raise ValueError(f"a chat template file ends in .jinja, got {value!r}")
+        return value
+
+
 class Spec(Section):
     lfc: Literal[1] = Field(description="Spec format version. Always 1 for this compiler.")
     model: ModelSpec = Field(description="The base model.")
-    template: str = Field(
-        description="Chat template name from the registry (`lfc templates` lists them)."
+    template: str | CustomTemplate = Field(
+        description="Chat template: a registry name (`lfc templates` lists them), or "
+        "`{jinja: file.jinja, end_of_turn: ...}` for a template of your own."
     )
     adapter: Adapter = Field(
         default_factory=lambda: LoraAdapter(kind="lora"), description="Fine-tuning method."
@@ -330,10 +356,12 @@ class Spec(Section):
 
     @field_validator("template")
     @classmethod
-    def _known_template(cls, value: str) -> str:
+    def _known_template(cls, value: str | CustomTemplate) -> str | CustomTemplate:
         from lfc.chat_templates import template_names
         from lfc.suggest import did_you_mean
 
+        if isinstance(value, CustomTemplate):
+            return value
         names = template_names()
         if value not in names:
             raise ValueError(

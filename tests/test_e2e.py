@@ -138,6 +138,8 @@ def test_quickstart_end_to_end(project: Path, project_python: Path) -> None:
     )
     info = json.loads(printed.stdout.strip().splitlines()[-1])
     assert info["eot"] in info["eos"] and info["template"] and not info["lora"]
+    parity = _run([python, "tests/test_chat_template.py"], project, env)
+    assert "chat template parity: ok" in parity
     chat = subprocess.run(
         [
             python,
