@@ -60,7 +60,7 @@ def compile(
     from lfc.writer import write_project
 
     try:
-        compiled = compile_file(spec)
+        compiled = compile_file(spec, output)
         if compiled.spec.model.trust_remote_code:
             typer.echo(
                 "warning: model.trust_remote_code is true: the model repository's own Python "

@@ -8,7 +8,9 @@ from pathlib import Path
 from lfc.errors import InputError, Problem, SpecError
 from lfc.loader import read_spec_file
 from lfc.render import compile_project
+from lfc.resolve import resolve
 from lfc.schemas.spec import CustomTemplate, Spec
+from lfc.tokenizer_check import check_local_tokenizer
 from lfc.validate import validate_spec
 
 MAX_DATA_BYTES = 512 * 1024 * 1024
@@ -50,7 +52,21 @@ def read_inputs(spec: Spec, spec_path: Path) -> dict[str, bytes]:
     return inputs
 
 
-def compile_file(spec_path: Path) -> Compiled:
-    """Load, validate and compile a spec file into the project's files."""
-    spec = load_spec(spec_path)
-    return Compiled(spec, compile_project(spec, read_inputs(spec, spec_path), str(spec_path)))
+def compile_file(spec_path: Path, project: Path | None = None) -> Compiled:
+    """Load, validate and compile a spec file into the project's files.
+
+    With `project` (the output folder), a local model named relative to it is checked for the
+    chat template's tokens.
+    """
+    loaded = read_spec_file(spec_path)
+    spec = validate_spec(loaded)
+    files = compile_project(spec, read_inputs(spec, spec_path), str(spec_path))
+    if project is not None:
+        check_local_tokenizer(
+            resolve(spec, files["chat_template.jinja"], str(spec_path)).template,
+            spec.model.name_or_path,
+            project,
+            add=spec.model.add_special_tokens,
+            where=(str(spec_path), loaded.locate(("model", "name_or_path"))),
+        )
+    return Compiled(spec, files)

@@ -58,6 +58,12 @@ class ModelSpec(Section):
         description="Data type the weights are loaded in. "
         "`auto` uses the dtype saved with the model.",
     )
+    add_special_tokens: bool = Field(
+        default=False,
+        description="Add the chat template's special tokens the tokenizer lacks (and grow the "
+        "embeddings). Off: a missing token is an error, at compile time when the model is a "
+        "local folder.",
+    )
     attn_implementation: Literal["sdpa", "eager"] = Field(
         default="sdpa",
         description="Attention kernel: `sdpa` (PyTorch scaled dot-product) or `eager`.",
