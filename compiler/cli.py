@@ -155,9 +155,10 @@ def templates(ctx: typer.Context) -> None:
             )
             if on
         ]
+        checked = f"exact vs {entry.reference}" if entry.reference else "no official copy"
         typer.echo(
-            f"{name:15} end of turn {entry.end_of_turn or '(eos)':24} "
-            f"{'/'.join(features):20} {entry.description}"
+            f"{name:15} {entry.end_of_turn or '(eos)':24} {'/'.join(features):23} "
+            f"{checked:50} {entry.description}"
         )
 
 

@@ -158,3 +158,18 @@ def test_cli_render_with_tools_and_bad_input(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "not valid JSON" in result.output
     result = CliRunner().invoke(app, ["templates", "render", "qwne", str(tmp_path / "c.json")])
     assert result.exit_code == 2 and "did you mean 'qwen'" in result.output
+
+
+def test_mistral_v3_keeps_the_system_prompt_in_training_rows() -> None:
+    from lfc.template_render import render_conversation
+
+    chat = [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+    ]
+    served = render_conversation("mistral-v3", chat)
+    assert served == "<s>[INST] a[/INST] b</s>[INST] S\n\nc[/INST]"
+    trained = render_conversation("mistral-v3", [*chat, {"role": "assistant", "content": "d"}])
+    assert trained == served + " d</s>"

@@ -97,7 +97,9 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
-@pytest.mark.parametrize("template", ["gemma2", "gemma3", "mistral", "mistral-legacy"])
+@pytest.mark.parametrize(
+    "template", ["gemma2", "gemma3", "mistral", "mistral-legacy", "mistral-v3"]
+)
 def test_family_trains_exports_and_chats(template: str, tmp_path: Path) -> None:
     from lfc.tiny_model import build_tiny_model
 
