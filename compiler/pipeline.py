@@ -7,8 +7,7 @@ from pathlib import Path
 
 from lfc.errors import InputError, Problem, SpecError
 from lfc.loader import read_spec_file
-from lfc.render import compile_project
-from lfc.resolve import resolve
+from lfc.render import plan_project, render_plan
 from lfc.schemas.spec import CustomTemplate, Spec
 from lfc.tokenizer_check import check_local_tokenizer
 from lfc.validate import validate_spec
@@ -60,10 +59,12 @@ def compile_file(spec_path: Path, project: Path | None = None) -> Compiled:
     """
     loaded = read_spec_file(spec_path)
     spec = validate_spec(loaded)
-    files = compile_project(spec, read_inputs(spec, spec_path), str(spec_path))
+    inputs = read_inputs(spec, spec_path)
+    plan = plan_project(spec, inputs, str(spec_path))
+    files = render_plan(plan, inputs)
     if project is not None:
         check_local_tokenizer(
-            resolve(spec, files["chat_template.jinja"], str(spec_path)).template,
+            plan.template,
             spec.model.name_or_path,
             project,
             add=spec.model.add_special_tokens,

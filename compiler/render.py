@@ -174,8 +174,17 @@ def compile_project(
     `inputs` maps each file the spec names (datasets, a custom template) to its bytes;
     `source` names the spec in error messages.
     """
+    return render_plan(plan_project(spec, inputs, source), inputs)
+
+
+def plan_project(spec: Spec, inputs: Mapping[str, bytes], source: str = "spec.yaml") -> Plan:
+    """Resolve `spec`, giving it the custom template's bytes from `inputs` if it has one."""
     custom = spec.template.jinja if isinstance(spec.template, CustomTemplate) else None
-    plan = resolve(spec, inputs.get(custom) if custom else None, source)
+    return resolve(spec, inputs.get(custom) if custom else None, source)
+
+
+def render_plan(plan: Plan, inputs: Mapping[str, bytes]) -> dict[str, bytes]:
+    """Every file of the project for a resolved plan (see `compile_project`)."""
     files: dict[str, bytes] = {}
     for path, blueprint in _file_table(plan):
         text = _render(blueprint, plan)
