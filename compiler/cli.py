@@ -129,6 +129,19 @@ def tiny_model(
     typer.echo(f"tiny model written to {output}/")
 
 
+@app.command("explain")
+def explain_key(
+    key: Annotated[str, typer.Argument(help="A dotted spec key, e.g. train.learning_rate.")],
+) -> None:
+    """Describe a spec key: meaning, type, default and allowed values."""
+    from lfc.explain import explain
+
+    try:
+        typer.echo(str(explain(key)))
+    except LfcError as error:
+        _fail(error)
+
+
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of the spec (for editors)."""

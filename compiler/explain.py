@@ -1,0 +1,85 @@
+"""`lfc explain KEY`: what a spec key means, from the Pydantic models themselves."""
+
+from __future__ import annotations
+
+import json
+import typing
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from lfc.chat_templates import template_names
+from lfc.errors import InputError
+from lfc.schemas.spec import Spec
+from lfc.suggest import did_you_mean
+from lfc.validate import _models_in, _tag_of
+
+
+@dataclass(frozen=True)
+class Explanation:
+    key: str
+    description: str
+    type: str
+    default: str
+    choices: tuple[str, ...]
+    variants: tuple[str, ...]
+
+    def __str__(self) -> str:
+        lines = [
+            self.key,
+            f"  {self.description}",
+            f"  type: {self.type}",
+            f"  default: {self.default}",
+        ]
+        if self.choices:
+            lines.append(f"  allowed: {', '.join(self.choices)}")
+        if self.variants:
+            lines.append(f"  under: {', '.join(self.variants)}")
+        return "\n".join(lines)
+
+
+def _type_name(annotation: object) -> str:
+    text = str(annotation).replace("typing.", "").replace("lfc.schemas.spec.", "")
+    return text.removeprefix("<class '").removesuffix("'>")
+
+
+def _explain_field(key: str, part: str, owners: list[type[BaseModel]]) -> Explanation:
+    info = owners[0].model_fields[part]
+    if len(owners) > 1 and all(_tag_of(m) for m in owners) and part in ("kind", "format"):
+        # The discriminator of a union: each value is a variant with its own description.
+        tags = tuple(str(_tag_of(m)) for m in owners)
+        described = "; ".join(
+            f"{_tag_of(m)}: {str(m.model_fields[part].description).rstrip('.')}" for m in owners
+        )
+        return Explanation(key, described, "str", "required", tags, ())
+    default = info.default
+    if default is PydanticUndefined:
+        shown = "required" if info.default_factory is None else "(a section of defaults)"
+    else:
+        shown = json.dumps(list(default) if isinstance(default, tuple) else default)
+    choices = tuple(
+        str(arg) for arg in typing.get_args(info.annotation) if isinstance(arg, str | int)
+    )
+    if key == "template":
+        choices = tuple(template_names())
+    variants = tuple(t for t in (_tag_of(m) for m in owners) if t and len(owners) > 1)
+    return Explanation(
+        key, info.description or "", _type_name(info.annotation), shown, choices, variants
+    )
+
+
+def explain(key: str) -> Explanation:
+    """Explain a dotted spec key such as `train.learning_rate` or `adapter.rank`."""
+    models: list[type[BaseModel]] = [Spec]
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        owners = [m for m in models if part in m.model_fields]
+        if not owners:
+            known = sorted({name for m in models for name in m.model_fields})
+            where = ".".join(parts[:depth]) or "the spec"
+            raise InputError(f"{key}: {where} has no key {part!r}{did_you_mean(part, known)}")
+        if depth == len(parts) - 1:
+            return _explain_field(key, part, owners)
+        models = [m for owner in owners for m in _models_in(owner.model_fields[part].annotation)]
+    raise InputError(f"{key}: empty key")
