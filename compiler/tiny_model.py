@@ -19,17 +19,11 @@ DEFAULT_BOS, DEFAULT_EOS, PAD = BASE_TOKENS
 
 def special_tokens() -> list[str]:
     """The base tokens, then every token any registry template writes (sorted, stable)."""
-    found = {
-        token
-        for name in template_names()
-        for token in (
-            *get_template(name).special_tokens,
-            *get_template(name).stop_tokens,
-            get_template(name).bos_token,
-            get_template(name).eos_token,
-        )
-        if token
-    }
+    found: set[str] = set()
+    for name in template_names():
+        entry = get_template(name)
+        found.update(entry.special_tokens, entry.stop_tokens)
+        found.update(t for t in (entry.bos_token, entry.eos_token) if t)
     return [*BASE_TOKENS, *sorted(found - set(BASE_TOKENS))]
 
 

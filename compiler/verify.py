@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lfc.pipeline import compile_file
-from lfc.render import LOCK_FILE, SPEC_FILE, sha256
+from lfc.render import SPEC_FILE, sha256
 from lfc.writer import read_lock
 
 # Produced by running the project, or the user's tooling: never part of the comparison.
@@ -86,6 +86,3 @@ def verify_project(folder: Path) -> list[Difference]:
                     Difference(path, "changed", _text_diff(path, actual, expected[path]))
                 )
     return differences
-
-
-__all__ = ["Difference", "LOCK_FILE", "verify_project"]

@@ -76,8 +76,8 @@ def _exchange(a: Path, b: Path) -> bool:
 def _runtime_entries(old: Path, generated: set[str]) -> list[str]:
     """Paths (files or whole folders) in `old` that lfc did not generate."""
     generated = generated | {LOCK_FILE}
-    prefixes = {p.rsplit("/", 1)[0] for p in generated if "/" in p}
-    parents = {"/".join(p.split("/")[: i + 1]) for p in prefixes for i in range(p.count("/") + 1)}
+    # Every folder that holds a generated file, at any depth.
+    parents = {p.rsplit("/", n)[0] for p in generated for n in range(1, p.count("/") + 1)}
     found: list[str] = []
 
     def walk(folder: Path, rel: str) -> None:

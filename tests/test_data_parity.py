@@ -27,8 +27,7 @@ from model import load_tokenizer
 conversations = json.loads(sys.argv[1])
 tokenizer = load_tokenizer(ModelArguments(model_name_or_path="../tiny-llama"))
 template = data.compile_template(data.CHAT_TEMPLATE)
-context = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
-context["add_generation_prompt"] = False
+context = data.template_context(tokenizer)
 for path, fmt in data.DATASETS:
     rows = data.read_rows(path)[:40]
     conversations += [data.CONVERTERS[fmt](row) for row in rows]

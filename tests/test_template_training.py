@@ -32,8 +32,7 @@ results = {}
 for name, case in cases.items():
     tokenizer.bos_token, tokenizer.eos_token = case["bos"], case["eos"]
     template = data.compile_template(case["source"])
-    context = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
-    context["add_generation_prompt"] = False
+    context = data.template_context(tokenizer)
     checked = refused = 0
     for messages in case["conversations"]:
         try:

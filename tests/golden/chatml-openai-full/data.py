@@ -139,6 +139,14 @@ def compile_template(source: str):
     return env.from_string(source)
 
 
+def template_context(tokenizer) -> dict:
+    """What apply_chat_template gives a template: the special tokens, no generation prompt."""
+    special = tokenizer.special_tokens_map
+    context = {key: value for key, value in special.items() if isinstance(value, str)}
+    context["add_generation_prompt"] = False
+    return context
+
+
 def render(template, messages: list[dict], context: dict) -> tuple[str, list[Span]]:
     """The conversation's text and the character spans of its assistant turns."""
     for message in messages:
@@ -193,9 +201,7 @@ def main() -> None:
     data = args.data
     tokenizer = load_tokenizer(args.model, args.training.trust_remote_code)
     template = compile_template(CHAT_TEMPLATE)
-    special = tokenizer.special_tokens_map
-    context = {key: value for key, value in special.items() if isinstance(value, str)}
-    context["add_generation_prompt"] = False
+    context = template_context(tokenizer)
 
     texts, spans, problems, rows_read = [], [], [], 0
     for path, fmt in DATASETS:

@@ -29,11 +29,8 @@ CONVERSATION = [
 
 def training_ids(tokenizer) -> list[int]:
     """The ids data.py produces for CONVERSATION."""
-    special = tokenizer.special_tokens_map
-    context = {key: value for key, value in special.items() if isinstance(value, str)}
-    context["add_generation_prompt"] = False
     template = data.compile_template(CHAT_TEMPLATE)
-    text, _ = data.render(template, CONVERSATION, context)
+    text, _ = data.render(template, CONVERSATION, data.template_context(tokenizer))
     return tokenizer([text], add_special_tokens=False)["input_ids"][0]
 
 
