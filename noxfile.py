@@ -72,7 +72,7 @@ def demo(session: nox.Session) -> None:
         "chat.py",
         "--prompt",
         "Describe a process of making crepes.",
-        "--max_new_tokens",
+        "--chat_max_new_tokens",
         "24",
         env=QUIET_ENV,
     )

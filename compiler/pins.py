@@ -28,13 +28,17 @@ def _matrix() -> dict[str, dict]:
     return json.loads(text)
 
 
-def training_pins(target: str, extras: tuple[str, ...]) -> PinSet:
-    """The training pin set of `target`, with the packages each named extra needs."""
+def training_pins(target: str, extras: tuple[str, ...], stage: str = "sft") -> PinSet:
+    """The training pin set of `target` for `stage`, with the packages each named extra needs."""
     entry = _matrix()[target]
     packages = dict(entry["training"])
+    reason = entry["description"]
+    override = entry.get("stages", {}).get(stage)
+    if override:
+        packages.update(override["packages"])
+        reason += f" Stage {stage}: {override['reason']}"
     for extra in extras:
         packages.update(entry["extras"][extra])
-    reason = entry["description"]
     if extras:
         reason += f" Added for this spec: {', '.join(extras)}."
     return PinSet(target, packages, reason, entry["torch_index"], entry["python"])

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lfc.errors import InputError, Problem, SpecError
-from lfc.loader import read_spec_file
+from lfc.loader import LoadedSpec, read_spec_file
+from lfc.registry import expand_registry
 from lfc.render import plan_project, render_plan
-from lfc.schemas.spec import CustomTemplate, Spec
+from lfc.schemas.spec import DATA_SUFFIXES, CustomTemplate, Spec
 from lfc.tokenizer_check import check_local_tokenizer
 from lfc.validate import validate_spec
 
@@ -22,17 +23,56 @@ class Compiled:
 
 
 def load_spec(path: Path) -> Spec:
-    """Read and validate a spec file; raises SpecError with positions."""
-    return validate_spec(read_spec_file(path))
+    """Read and validate a spec file (registry names expanded); raises SpecError with positions."""
+    loaded = read_spec_file(path)
+    return expand_names(validate_spec(loaded), loaded, path)
+
+
+def _problem(spec_path: Path, key: str, message: str) -> SpecError:
+    return SpecError([Problem(str(spec_path), None, None, key, message)])
+
+
+def _read(file: Path) -> bytes:
+    try:
+        return file.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{file}: cannot read: {exc.strerror}") from None
+
+
+def _folder_files(folder: Path, path: str) -> list[str]:
+    """The data files directly inside a dataset folder, as spec-relative paths."""
+    names = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix in DATA_SUFFIXES)
+    return [f"{path.rstrip('/')}/{name}" for name in names]
 
 
 def read_inputs(spec: Spec, spec_path: Path) -> dict[str, bytes]:
     """The bytes of every local data file, resolved relative to the spec's folder."""
     base = spec_path.resolve().parent
-    wanted = [(f"data.datasets[{i}].path", d.path) for i, d in enumerate(spec.data.datasets)]
+    wanted: list[tuple[str, str]] = []
+    for index, dataset in enumerate(spec.data.resolved):
+        if dataset.path is None:
+            continue  # a hub dataset: data.py loads it
+        key = f"data.datasets[{index}].path"
+        folder = base / dataset.path
+        if not dataset.is_file and folder.is_dir():
+            found = _folder_files(folder, dataset.path)
+            if not found:
+                kinds = ", ".join(DATA_SUFFIXES)
+                raise _problem(spec_path, key, f"folder {dataset.path!r} holds no {kinds} file")
+            suffixes = {name.rsplit(".", 1)[-1] for name in found}
+            if len(suffixes) > 1:
+                message = f"folder {dataset.path!r} mixes file types {sorted(suffixes)}; use one"
+                raise _problem(spec_path, key, message)
+            wanted += [(key, name) for name in found]
+        else:
+            wanted.append((key, dataset.path))
     if isinstance(spec.template, CustomTemplate):
         wanted.append(("template.jinja", spec.template.jinja))
+    for index, reward in enumerate(getattr(spec.stage, "rewards", ())):
+        if hasattr(reward, "file"):
+            wanted.append((f"stage.rewards[{index}].function", reward.file))
     inputs: dict[str, bytes] = {}
+    total = 0
     for key, path in wanted:
         file = base / path
         problem = None
@@ -41,14 +81,25 @@ def read_inputs(spec: Spec, spec_path: Path) -> dict[str, bytes]:
         elif not file.is_file():
             problem = f"{path!r} does not exist (looked in {base})"
         elif file.stat().st_size > MAX_DATA_BYTES:
-            problem = f"{path!r} is larger than {MAX_DATA_BYTES // 2**20} MiB"
+            problem = f"{path!r} is larger than {MAX_DATA_BYTES // 2**20} MiB: use a hub dataset"
         if problem:
-            raise SpecError([Problem(str(spec_path), None, None, key, problem)])
-        try:
-            inputs[path] = file.read_bytes()
-        except OSError as exc:
-            raise InputError(f"{file}: cannot read: {exc.strerror}") from None
+            raise _problem(spec_path, key, problem)
+        inputs[path] = _read(file)
+        total += len(inputs[path])
+        if total > MAX_DATA_BYTES:
+            raise _problem(spec_path, key, f"the data files exceed {MAX_DATA_BYTES // 2**20} MiB")
     return inputs
+
+
+def expand_names(spec: Spec, loaded: LoadedSpec, spec_path: Path) -> Spec:
+    """The spec with registry dataset names written out (a no-op without a registry)."""
+    if spec.data.registry is None:
+        return spec
+    file = spec_path.resolve().parent / spec.data.registry
+    if not file.is_file():
+        message = f"{spec.data.registry!r} does not exist (looked in {file.parent})"
+        raise _problem(spec_path, "data.registry", message)
+    return expand_registry(spec, _read(file), loaded)
 
 
 def compile_file(spec_path: Path, project: Path | None = None) -> Compiled:
@@ -58,7 +109,7 @@ def compile_file(spec_path: Path, project: Path | None = None) -> Compiled:
     chat template's tokens.
     """
     loaded = read_spec_file(spec_path)
-    spec = validate_spec(loaded)
+    spec = expand_names(validate_spec(loaded), loaded, spec_path)
     inputs = read_inputs(spec, spec_path)
     plan = plan_project(spec, inputs, str(spec_path))
     files = render_plan(plan, inputs)

@@ -18,8 +18,9 @@ import jinja2
 import yaml
 
 from lfc.errors import InputError
+from lfc.python_literals import py_block, py_literal
 from lfc.resolve import EXPORT_DIR, PROCESSED_DIR, Plan, resolve
-from lfc.schemas.spec import CustomTemplate, Spec
+from lfc.schemas.spec import DATA_SUFFIXES, CustomTemplate, Spec
 from lfc.version import __version__
 
 LOCK_FILE = "lfc.lock.json"
@@ -64,33 +65,6 @@ def yaml_scalar(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} into config.yaml")
 
 
-def py_literal(value: Any) -> str:
-    """A Python literal for `value` as ruff format would write it (double quotes)."""
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if value is None or isinstance(value, bool | int | float):
-        return repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(py_literal(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{py_literal(k)}: {py_literal(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {type(value).__name__} as a Python literal")
-
-
-def py_block(value: Any) -> str:
-    """A list or dict literal, one item per line with a trailing comma (stable under ruff)."""
-    if isinstance(value, list | tuple):
-        items = [py_literal(v) for v in value]
-    elif isinstance(value, dict):
-        items = [f"{py_literal(k)}: {py_literal(v)}" for k, v in value.items()]
-    else:
-        return py_literal(value)
-    if not items:
-        return "{}" if isinstance(value, dict) else "[]"
-    opening, closing = ("{", "}") if isinstance(value, dict) else ("[", "]")
-    return opening + "\n" + "".join(f"    {item},\n" for item in items) + closing
-
-
 @cache
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
@@ -109,7 +83,10 @@ def _environment() -> jinja2.Environment:
 
 def _file_table(plan: Plan) -> list[tuple[str, str]]:
     files = list(_COMMON_FILES)
-    files.append(("train.py", f"project/stages/{plan.spec.stage.kind}.py.j2"))
+    stage = "sft" if plan.stage == "pt" else plan.stage
+    files.append(("train.py", f"project/stages/{stage}.py.j2"))
+    if plan.stage == "grpo":
+        files.append(("rewards.py", "project/rewards.py.j2"))
     return files
 
 
@@ -133,14 +110,26 @@ def normalized_spec(plan: Plan) -> bytes:
     if isinstance(data["template"], dict):
         data["template"]["jinja"] = "chat_template.jinja"
     for dataset, resolved in zip(data["data"]["datasets"], plan.datasets, strict=True):
-        dataset["path"] = resolved.project_path
+        if resolved.hub is None:
+            folder = len(resolved.files) != 1 or not plan_is_file(dataset)
+            dataset["path"] = f"data/{resolved.name}" if folder else resolved.files[0]
         dataset["name"] = resolved.name
+    user_rewards = iter(plan.user_rewards)
+    for reward in data["stage"].get("rewards", []):
+        if "function" in reward:
+            target = next(user_rewards)["target"]
+            reward["function"] = f"{target}:{reward['function'].split(':')[-1]}"
     body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
     header = (
         "# Normalized spec of this project, written by `lfc compile`.\n"
         "# `lfc verify .` re-renders the project from it and reports any difference.\n"
     )
     return (header + body).encode("utf-8")
+
+
+def plan_is_file(dataset: dict[str, Any]) -> bool:
+    """A dataset of the dumped spec names a file (not a folder)."""
+    return str(dataset.get("path", "")).endswith(DATA_SUFFIXES)
 
 
 def sha256(data: bytes) -> str:
@@ -180,7 +169,7 @@ def compile_project(
 def plan_project(spec: Spec, inputs: Mapping[str, bytes], source: str = "spec.yaml") -> Plan:
     """Resolve `spec`, giving it the custom template's bytes from `inputs` if it has one."""
     custom = spec.template.jinja if isinstance(spec.template, CustomTemplate) else None
-    return resolve(spec, inputs.get(custom) if custom else None, source)
+    return resolve(spec, inputs.get(custom) if custom else None, source, tuple(inputs))
 
 
 def render_plan(plan: Plan, inputs: Mapping[str, bytes]) -> dict[str, bytes]:
@@ -191,9 +180,14 @@ def render_plan(plan: Plan, inputs: Mapping[str, bytes]) -> dict[str, bytes]:
         files[path] = text.encode("utf-8")
     files["chat_template.jinja"] = plan.template.source.encode("utf-8")
     for dataset in plan.datasets:
-        if dataset.source_path not in inputs:
-            raise InputError(f"data file {dataset.source_path!r} was not read")
-        files[dataset.project_path] = inputs[dataset.source_path]
+        for source, target in zip(dataset.source_files, dataset.files, strict=True):
+            if source not in inputs:
+                raise InputError(f"data file {source!r} was not read")
+            files[target] = inputs[source]
+    for reward in plan.user_rewards:
+        if reward["source"] not in inputs:
+            raise InputError(f"reward file {reward['source']!r} was not read")
+        files[reward["target"]] = inputs[reward["source"]]
     files[SPEC_FILE] = normalized_spec(plan)
     for path, content in files.items():
         if b"\r\n" in content and not path.startswith("data/"):

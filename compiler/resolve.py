@@ -5,6 +5,7 @@ Pure: no file system access. The plan is what the blueprints render from.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,21 +13,87 @@ from lfc.chat_templates import ChatTemplate, get_template
 from lfc.custom_template import custom_chat_template
 from lfc.errors import InputError
 from lfc.pins import PinSet, training_pins
-from lfc.schemas.spec import CustomTemplate, Spec
+from lfc.python_literals import py_pretty
+from lfc.schemas.spec import STAGE_SHAPES, CustomTemplate, Spec
 
 PROCESSED_DIR = "data/processed"
 EXPORT_DIR = "exported"
 
 
+# The reader function data.py uses for each local file type.
+READERS = {
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".txt": "txt",
+    ".csv": "table",
+    ".parquet": "table",
+    ".arrow": "table",
+}
+TABULAR_BUILDERS = {".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
+
+# What data.py makes for each stage (its docstring).
+_PRODUCTS = {
+    "pt": "blocks of token ids",
+    "sft": "token ids and labels",
+    "rm": "tokenized chosen and rejected conversations",
+    "dpo": "tokenized prompts and chosen / rejected answers",
+    "orpo": "rendered prompts and chosen / rejected answers",
+    "simpo": "rendered prompts and chosen / rejected answers",
+    "kto": "tokenized prompts, answers and their labels",
+    "grpo": "rendered prompts (and reference answers)",
+    "ppo": "tokenized prompts",
+}
+# The trainer and its config class, and where TRL keeps them, for each stage.
+TRAINERS = {
+    "pt": ("trl", "SFTTrainer", "SFTConfig"),
+    "sft": ("trl", "SFTTrainer", "SFTConfig"),
+    "rm": ("trl", "RewardTrainer", "RewardConfig"),
+    "dpo": ("trl", "DPOTrainer", "DPOConfig"),
+    "kto": ("trl", "KTOTrainer", "KTOConfig"),
+    "orpo": ("trl.experimental.orpo", "ORPOTrainer", "ORPOConfig"),
+    "simpo": ("trl.experimental.cpo", "CPOTrainer", "CPOConfig"),
+    "grpo": ("trl", "GRPOTrainer", "GRPOConfig"),
+    "ppo": ("trl.experimental.ppo", "PPOTrainer", "PPOConfig"),
+}
+
+
 @dataclass(frozen=True)
 class DatasetPlan:
-    """One dataset: where the spec found it and where the project keeps it."""
+    """One dataset: where the spec found it, where the project keeps it, how data.py reads it."""
 
     name: str
-    source_path: str
-    project_path: str
     format: str
+    shape: str
     columns: dict[str, Any]
+    source_files: tuple[str, ...]  # spec-relative paths of the input files
+    files: tuple[str, ...]  # their paths inside the project
+    hub: dict[str, Any] | None
+    options: dict[str, Any]  # max_samples, num_samples, placeholders (only those set)
+
+    @property
+    def label(self) -> str:
+        if self.hub is not None:
+            return f"{self.hub['hub']} (hub)"
+        if len(self.files) == 1:
+            return self.files[0]
+        return f"{self.files[0].rsplit('/', 1)[0]}/ ({len(self.files)} files)"
+
+    @property
+    def readers(self) -> set[str]:
+        if self.hub is not None:
+            return {"hub"}
+        return {READERS["." + f.rsplit(".", 1)[-1]] for f in self.files}
+
+    def literal(self) -> dict[str, Any]:
+        """The entry of data.py's DATASETS list."""
+        entry: dict[str, Any] = {"name": self.name, "format": self.format}
+        if self.hub is not None:
+            entry.update(self.hub)
+        else:
+            entry["files"] = list(self.files)
+        entry["columns"] = self.columns
+        entry.update(self.options)
+        return entry
 
 
 @dataclass(frozen=True)
@@ -42,12 +109,134 @@ class Plan:
         return self.spec.adapter.kind
 
     @property
-    def has_jsonl(self) -> bool:
-        return any(d.project_path.endswith(".jsonl") for d in self.datasets)
+    def stage(self) -> str:
+        return self.spec.stage.kind
+
+    @property
+    def stage_shape(self) -> str:
+        """The rows data.py makes: text, conversation, pairwise, kto or prompt."""
+        if self.stage in ("grpo", "ppo"):
+            return "prompt"
+        return STAGE_SHAPES[self.stage]
+
+    @property
+    def data_product(self) -> str:
+        return _PRODUCTS[self.stage]
+
+    @property
+    def trainer(self) -> tuple[str, str, str]:
+        return TRAINERS[self.stage]
+
+    @property
+    def trainer_config(self) -> str:
+        return TRAINERS[self.stage][2]
 
     @property
     def formats(self) -> list[str]:
         return sorted({d.format for d in self.datasets})
+
+    @property
+    def readers(self) -> set[str]:
+        return set().union(*(d.readers for d in self.datasets))
+
+    @property
+    def readers_local(self) -> list[str]:
+        return sorted(self.readers - {"hub"})
+
+    @property
+    def tabular_suffixes(self) -> list[str]:
+        suffixes = {"." + f.rsplit(".", 1)[-1] for d in self.datasets for f in d.files}
+        return sorted(s for s in suffixes if s in TABULAR_BUILDERS)
+
+    @property
+    def tabular_builders(self) -> dict[str, str]:
+        return {s: TABULAR_BUILDERS[s] for s in self.tabular_suffixes}
+
+    @property
+    def tabular_readers(self) -> list[str]:
+        return [TABULAR_BUILDERS[s] for s in self.tabular_suffixes]
+
+    @property
+    def readers_table(self) -> str:
+        """data.py's READERS: file suffix -> reader function, for the suffixes in use."""
+        suffixes = sorted({"." + f.rsplit(".", 1)[-1] for d in self.datasets for f in d.files})
+        lines = "".join(f'    "{s}": read_{READERS[s]},\n' for s in suffixes)
+        return "{\n" + lines + "}"
+
+    @property
+    def datasets_literal(self) -> str:
+        return py_pretty([d.literal() for d in self.datasets], len("DATASETS = "))
+
+    @property
+    def probabilities(self) -> list[float]:
+        given = self.spec.data.probabilities
+        if given is not None:
+            return list(given)
+        return [round(1 / len(self.datasets), 6)] * len(self.datasets)
+
+    @property
+    def has_placeholders(self) -> bool:
+        return any("placeholders" in d.options for d in self.datasets)
+
+    @property
+    def has_tools(self) -> bool:
+        """The template renders tools, and a dataset format can carry them."""
+        return self.template.supports_tools and bool({"sharegpt", "openai"} & set(self.formats))
+
+    @property
+    def alpaca_answer_doc(self) -> str:
+        return {
+            "pairwise": "chosen and rejected answers",
+            "prompt": "the output as reference answer (optional)",
+            "kto": "output and its label",
+        }.get(self.stage_shape, "output")
+
+    @property
+    def reward_builtins(self) -> list[dict[str, Any]]:
+        """The built-in rewards of a grpo spec, each with its function name in rewards.py."""
+        rewards = getattr(self.spec.stage, "rewards", ())
+        return [
+            {**reward.model_dump(), "function": f"{reward.builtin}_reward_{index}"}
+            for index, reward in enumerate(rewards)
+            if hasattr(reward, "builtin")
+        ]
+
+    @property
+    def user_rewards(self) -> list[dict[str, str]]:
+        """The spec's own reward functions: the file, its copy in the project, the import."""
+        out = []
+        for reward in getattr(self.spec.stage, "rewards", ()):
+            if hasattr(reward, "function"):
+                stem = reward.file.rsplit("/", 1)[-1].removesuffix(".py")
+                out.append(
+                    {
+                        "source": reward.file,
+                        "target": f"reward_functions/{stem}.py",
+                        "module": f"reward_functions.{stem}",
+                        "name": reward.name,
+                    }
+                )
+        return out
+
+    @property
+    def reward_functions_literal(self) -> str:
+        rewards = getattr(self.spec.stage, "rewards", ())
+        names = []
+        for index, reward in enumerate(rewards):
+            builtin = getattr(reward, "builtin", None)
+            names.append(f"{builtin}_reward_{index}" if builtin else reward.name)
+        flat = "[" + ", ".join(names) + "]"
+        if len("REWARD_FUNCTIONS = ") + len(flat) <= 88:
+            return flat
+        return "[\n" + "".join(f"    {name},\n" for name in names) + "]"
+
+    @property
+    def nothing_left_message(self) -> str:
+        if self.stage_shape == "conversation":
+            return "no rows left: each was malformed or had no assistant tokens"
+        if self.stage_shape == "text":
+            return "no blocks: all documents together are shorter than cutoff_len"
+        return "no rows left: each was malformed or too long"
 
 
 def _config(spec: Spec) -> dict[str, dict[str, Any]]:
@@ -80,6 +269,9 @@ def _config(spec: Spec) -> dict[str, dict[str, Any]]:
     groups["data"] = {
         "cutoff_len": data.cutoff_len,
         "val_size": data.val_size,
+        "shuffle": data.shuffle,
+        "num_proc": data.num_proc,
+        "on_bad_row": data.on_bad_row,
         "processed_dir": PROCESSED_DIR,
     }
     train = spec.train
@@ -100,8 +292,8 @@ def _config(spec: Spec) -> dict[str, dict[str, Any]]:
         "save_total_limit": train.save_total_limit,
         "report_to": list(train.report_to) or ["none"],
         "activation_checkpointing": train.gradient_checkpointing,
-        "max_length": None,
     }
+    training.update(_stage_training(spec))
     if data.val_size > 0:
         training["eval_strategy"] = "steps"
         training["eval_steps"] = train.save_steps
@@ -109,19 +301,111 @@ def _config(spec: Spec) -> dict[str, dict[str, Any]]:
     if spec.pins.target == "cpu":
         training["use_cpu"] = True
         training["bf16"] = False
-    groups["training (TRL SFTConfig)"] = training
+    groups[f"training (TRL {TRAINERS[spec.stage.kind][2]})"] = training
     groups["export and chat"] = {
         "export_dir": EXPORT_DIR,
-        "max_new_tokens": 128,
-        "temperature": 0.0,
+        "chat_max_new_tokens": 128,
+        "chat_temperature": 0.0,
     }
     return groups
 
 
-def resolve(spec: Spec, template_source: bytes | None = None, source: str = "spec.yaml") -> Plan:
+def _stage_training(spec: Spec) -> dict[str, Any]:
+    """The trainer config keys of the spec's stage."""
+    stage, cutoff = spec.stage, spec.data.cutoff_len
+    if stage.kind == "sft" and spec.data.packing:
+        # Best-fit decreasing packing; position ids restart per example (no cross attention).
+        return {"max_length": cutoff, "packing": True, "packing_strategy": "bfd"}
+    if stage.kind in ("sft", "pt"):
+        return {"max_length": None}  # data.py already cut every example to cutoff_len
+    if stage.kind == "rm":
+        center = stage.center_rewards_coefficient
+        return {"max_length": cutoff, "center_rewards_coefficient": center}
+    if stage.kind == "dpo":
+        return {
+            "beta": stage.beta,
+            "loss_type": [stage.loss_type],
+            "max_length": cutoff,
+            "precompute_ref_log_probs": stage.precompute_ref_log_probs,
+        }
+    if stage.kind == "kto":
+        return {
+            "beta": stage.beta,
+            "desirable_weight": stage.desirable_weight,
+            "undesirable_weight": stage.undesirable_weight,
+            "loss_type": stage.loss_type,
+            "max_length": cutoff,
+        }
+    if stage.kind == "orpo":
+        return {"beta": stage.beta, "max_length": cutoff}
+    if stage.kind == "simpo":
+        return {
+            "loss_type": "simpo",
+            "beta": stage.beta,
+            "simpo_gamma": stage.gamma,
+            "cpo_alpha": stage.sft_weight,
+            "max_length": cutoff,
+        }
+    if stage.kind == "grpo":
+        return {
+            "num_generations": stage.num_generations,
+            "max_completion_length": stage.max_completion_length,
+            "temperature": stage.temperature,
+            "beta": stage.beta,
+            "reward_weights": [reward.weight for reward in stage.rewards],
+        }
+    if stage.kind == "ppo":
+        return {
+            "reward_model_path": stage.reward_model,
+            "response_length": stage.response_length,
+            "num_ppo_epochs": stage.num_ppo_epochs,
+            "kl_coef": stage.kl_coef,
+            "cliprange": stage.cliprange,
+            "vf_coef": stage.vf_coef,
+            "temperature": stage.temperature,
+            "stop_token": "eos",
+            "num_sample_generations": 0,
+        }
+    raise AssertionError(f"no trainer settings for stage {stage.kind}")
+
+
+def _dataset_plan(dataset: Any, input_paths: Sequence[str]) -> DatasetPlan:
+    name = dataset.resolved_name
+    options = {
+        key: getattr(dataset, key)
+        for key in ("max_samples", "num_samples", "placeholders")
+        if getattr(dataset, key)
+    }
+    columns = dataset.columns.model_dump()
+    if dataset.hub is not None:
+        hub = {
+            "hub": dataset.hub,
+            "subset": dataset.subset,
+            "split": dataset.split,
+            "revision": dataset.revision,
+            "streaming": dataset.streaming,
+        }
+        return DatasetPlan(name, dataset.format, dataset.shape, columns, (), (), hub, options)
+    if dataset.is_file:
+        sources = (dataset.path,)
+        files = (f"data/{name}{dataset.suffix}",)
+    else:
+        prefix = dataset.path.rstrip("/") + "/"
+        sources = tuple(sorted(p for p in input_paths if p.startswith(prefix)))
+        files = tuple(f"data/{name}/{p[len(prefix) :]}" for p in sources)
+    return DatasetPlan(name, dataset.format, dataset.shape, columns, sources, files, None, options)
+
+
+def resolve(
+    spec: Spec,
+    template_source: bytes | None = None,
+    source: str = "spec.yaml",
+    input_paths: Sequence[str] = (),
+) -> Plan:
     """Fill in everything the blueprints need from a validated spec.
 
-    `template_source` holds the bytes of a custom template file (`template: {jinja: ...}`).
+    `template_source` holds the bytes of a custom template file (`template: {jinja: ...}`);
+    `input_paths` the spec-relative paths of every input file (a folder dataset's files).
     """
     if isinstance(spec.template, CustomTemplate):
         if template_source is None:
@@ -129,20 +413,11 @@ def resolve(spec: Spec, template_source: bytes | None = None, source: str = "spe
         template = custom_chat_template(spec.template, template_source, source)
     else:
         template = get_template(spec.template)
-    datasets = tuple(
-        DatasetPlan(
-            name=d.resolved_name,
-            source_path=d.path,
-            project_path=f"data/{d.resolved_name}{d.suffix}",
-            format=d.format,
-            columns=d.columns.model_dump(),
-        )
-        for d in spec.data.datasets
-    )
+    datasets = tuple(_dataset_plan(d, input_paths) for d in spec.data.resolved)
     return Plan(
         spec=spec,
         template=template,
-        pins=training_pins(spec.pins.target, tuple(spec.train.report_to)),
+        pins=training_pins(spec.pins.target, tuple(spec.train.report_to), spec.stage.kind),
         datasets=datasets,
         config=_config(spec),
     )

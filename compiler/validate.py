@@ -40,7 +40,7 @@ def _raw_path(data: Any, loc: tuple[Any, ...]) -> KeyPath:
 
 
 def _is_tag(part: str) -> bool:
-    return part.startswith("function-") or "[" in part or part in _UNION_TAGS
+    return part.startswith("function-") or "[" in part or part in _UNION_TAGS or part == "str"
 
 
 def _union_tags() -> set[str]:

@@ -134,7 +134,216 @@ class SftStage(Section):
         return self
 
 
-Stage = Annotated[SftStage, Field(discriminator="kind")]
+class PtStage(Section):
+    kind: Literal["pt"] = Field(
+        description="Pre-training: next-token prediction on raw text, packed into blocks of "
+        "cutoff_len tokens."
+    )
+
+
+class RmStage(Section):
+    kind: Literal["rm"] = Field(
+        description="Reward model: a scalar head trained so chosen answers outscore rejected "
+        "ones. Its output folder can be a ppo project's `reward_model`."
+    )
+    center_rewards_coefficient: float | None = Field(
+        default=None, ge=0, description="Weight of a loss keeping rewards centred on zero."
+    )
+
+
+DpoLoss = Literal[
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sigmoid_norm",
+]
+
+
+class DpoStage(Section):
+    kind: Literal["dpo"] = Field(description="Direct preference optimization on pairwise data.")
+    beta: float = Field(default=0.1, gt=0, description="Strength of the pull to the reference.")
+    loss_type: DpoLoss = Field(
+        default="sigmoid", description="DPO loss variant (TRL's names): sigmoid is the paper's."
+    )
+    precompute_ref_log_probs: bool = Field(
+        default=False,
+        description="Score the data with the reference model once before training (saves "
+        "memory during training, costs one pass).",
+    )
+
+
+class KtoStage(Section):
+    kind: Literal["kto"] = Field(
+        description="Kahneman-Tversky optimization on answers labelled desirable or not."
+    )
+    beta: float = Field(default=0.1, gt=0, description="Strength of the pull to the reference.")
+    desirable_weight: float = Field(default=1.0, gt=0, description="Loss weight of good answers.")
+    undesirable_weight: float = Field(default=1.0, gt=0, description="Loss weight of bad answers.")
+    loss_type: Literal["kto", "apo_zero_unpaired"] = Field(
+        default="kto", description="KTO loss variant."
+    )
+
+
+class OrpoStage(Section):
+    kind: Literal["orpo"] = Field(
+        description="Odds-ratio preference optimization: SFT and preference in one loss, no "
+        "reference model."
+    )
+    beta: float = Field(default=0.1, gt=0, description="Weight of the odds-ratio term (lambda).")
+
+
+class SimpoStage(Section):
+    kind: Literal["simpo"] = Field(
+        description="SimPO: length-normalized preference loss with a margin, no reference model "
+        "(TRL's CPO trainer with loss_type simpo)."
+    )
+    beta: float = Field(default=2.0, gt=0, description="Reward scale.")
+    gamma: float = Field(default=0.5, ge=0, description="Target reward margin (simpo_gamma).")
+    sft_weight: float = Field(
+        default=0.0, ge=0, description="Weight of an added SFT loss on chosen answers (cpo_alpha)."
+    )
+
+
+class RegexReward(Section):
+    builtin: Literal["regex"] = Field(
+        description="1.0 when the completion matches `pattern` (re.search), else 0.0."
+    )
+    pattern: str = Field(min_length=1, description="A Python regular expression.")
+    weight: float = Field(default=1.0, description="Weight of this reward in the sum.")
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+
+class LengthReward(Section):
+    builtin: Literal["length"] = Field(
+        description="1.0 at `target` characters, falling linearly to 0.0 at 0 and 2 x target."
+    )
+    target: int = Field(gt=0, description="The ideal completion length in characters.")
+    weight: float = Field(default=1.0, description="Weight of this reward in the sum.")
+
+
+class ExactMatchReward(Section):
+    builtin: Literal["exact_match"] = Field(
+        description="1.0 when the completion, stripped, equals the row's reference answer "
+        "(its last assistant turn / output column), else 0.0."
+    )
+    weight: float = Field(default=1.0, description="Weight of this reward in the sum.")
+
+
+class FunctionReward(Section):
+    function: str = Field(
+        description="`file.py:name`, relative to the spec: a function "
+        "`(prompts, completions, reference, **kwargs) -> list[float]`, copied into the project."
+    )
+    weight: float = Field(default=1.0, description="Weight of this reward in the sum.")
+
+    @field_validator("function")
+    @classmethod
+    def _file_and_name(cls, value: str) -> str:
+        match = re.match(r"^(.+\.py):([A-Za-z_][A-Za-z0-9_]*)$", value)
+        if not match:
+            raise ValueError(f"expected `file.py:function_name`, got {value!r}")
+        _relative_path(match.group(1), "function file")
+        return value
+
+    @property
+    def file(self) -> str:
+        return _relative_path(self.function.rsplit(":", 1)[0], "function file")
+
+    @property
+    def name(self) -> str:
+        return self.function.rsplit(":", 1)[1]
+
+
+Reward = RegexReward | LengthReward | ExactMatchReward | FunctionReward
+
+
+class GrpoStage(Section):
+    kind: Literal["grpo"] = Field(
+        description="Group relative policy optimization: sample completions per prompt, score "
+        "them with reward functions, no value model."
+    )
+    rewards: tuple[Reward, ...] = Field(
+        min_length=1, description="Reward functions, summed with their weights."
+    )
+    num_generations: int = Field(
+        default=4, ge=2, description="Completions sampled per prompt (the group)."
+    )
+    max_completion_length: int = Field(
+        default=128, gt=0, description="Maximum new tokens per completion."
+    )
+    temperature: float = Field(default=1.0, gt=0, description="Sampling temperature.")
+    beta: float = Field(
+        default=0.0, ge=0, description="KL weight to the reference model (0: no reference)."
+    )
+
+
+class PpoStage(Section):
+    kind: Literal["ppo"] = Field(
+        description="PPO (RLHF): the policy generates, a reward model scores, a value model "
+        "and a KL penalty to the reference keep it stable. Pins TRL 1.12.0, the last with PPO."
+    )
+    reward_model: str = Field(
+        min_length=1,
+        description="A reward model folder (e.g. an lfc `rm` project's output folder, relative "
+        "to the generated project) or hub id; also the value model's starting point.",
+    )
+    response_length: int = Field(default=64, gt=0, description="New tokens per response.")
+    num_ppo_epochs: int = Field(default=4, gt=0, description="PPO epochs per batch of rollouts.")
+    kl_coef: float = Field(default=0.05, ge=0, description="KL penalty to the reference.")
+    cliprange: float = Field(default=0.2, gt=0, description="Policy ratio clip range.")
+    vf_coef: float = Field(default=0.1, gt=0, description="Value loss weight.")
+    temperature: float = Field(default=0.7, gt=0, description="Sampling temperature.")
+
+
+Stage = Annotated[
+    PtStage
+    | SftStage
+    | RmStage
+    | DpoStage
+    | KtoStage
+    | OrpoStage
+    | SimpoStage
+    | GrpoStage
+    | PpoStage,
+    Field(discriminator="kind"),
+]
+
+# The rows each stage trains on, as `_DatasetBase.shape` names them.
+STAGE_SHAPES = {
+    "pt": "text",
+    "sft": "conversation",
+    "rm": "pairwise",
+    "dpo": "pairwise",
+    "orpo": "pairwise",
+    "simpo": "pairwise",
+    "kto": "kto",
+    "grpo": "conversation",
+    "ppo": "conversation",
+}
+_SHAPE_HINTS = {
+    "text": "`format: text` (raw documents)",
+    "conversation": "conversations (alpaca, sharegpt or openai without `ranking` or `kto_tag`)",
+    "pairwise": "pairwise rows: `ranking: true` with `chosen` and `rejected` columns",
+    "kto": "rows with a desirable/undesirable label: set `columns.kto_tag`",
+}
 
 
 class AlpacaColumns(Section):
@@ -142,45 +351,141 @@ class AlpacaColumns(Section):
     input: str = Field(
         default="input", description="Column appended to the instruction (may be empty)."
     )
-    output: str = Field(default="output", description="Column of the assistant answer.")
+    output: str = Field(
+        default="output",
+        description="Column of the assistant answer (optional for prompt-only stages: grpo, ppo).",
+    )
     system: str | None = Field(default=None, description="Column of a per-row system prompt.")
     history: str | None = Field(
         default=None,
         description="Column of earlier turns as a list of `[instruction, answer]` pairs.",
+    )
+    chosen: str = Field(
+        default="chosen", description="With `ranking: true`: column of the preferred answer."
+    )
+    rejected: str = Field(
+        default="rejected", description="With `ranking: true`: column of the dispreferred answer."
+    )
+    kto_tag: str | None = Field(
+        default=None,
+        description="Column of a boolean KTO label (true: desirable answer). Set it for `kto`.",
     )
 
 
 class SharegptColumns(Section):
     messages: str = Field(default="conversations", description="Column holding the list of turns.")
     system: str | None = Field(default="system", description="Column of a per-row system prompt.")
+    tools: str | None = Field(
+        default="tools",
+        description="Column of the tool definitions (a JSON string or list) the turns may call.",
+    )
     role_tag: str = Field(default="from", description="Key of a turn's role.")
     content_tag: str = Field(default="value", description="Key of a turn's text.")
     user_tag: str = Field(default="human", description="Role value of user turns.")
     assistant_tag: str = Field(default="gpt", description="Role value of assistant turns.")
     system_tag: str = Field(default="system", description="Role value of a system turn.")
+    function_tag: str = Field(
+        default="function_call",
+        description="Role value of an assistant tool call (its text is JSON {name, arguments}).",
+    )
+    observation_tag: str = Field(
+        default="observation", description="Role value of a tool result turn."
+    )
+    chosen: str = Field(
+        default="chosen", description="With `ranking: true`: column of the preferred last turn."
+    )
+    rejected: str = Field(
+        default="rejected",
+        description="With `ranking: true`: column of the dispreferred last turn.",
+    )
+    kto_tag: str | None = Field(
+        default=None,
+        description="Column of a boolean KTO label (true: desirable answer). Set it for `kto`.",
+    )
 
 
 class OpenaiColumns(Section):
     messages: str = Field(default="messages", description="Column holding the list of messages.")
+    tools: str | None = Field(
+        default="tools", description="Column of the tool definitions the messages may call."
+    )
+    chosen: str = Field(
+        default="chosen", description="With `ranking: true`: column of the preferred message."
+    )
+    rejected: str = Field(
+        default="rejected", description="With `ranking: true`: column of the dispreferred message."
+    )
+    kto_tag: str | None = Field(
+        default=None,
+        description="Column of a boolean KTO label (true: desirable answer). Set it for `kto`.",
+    )
+
+
+class TextColumns(Section):
+    text: str = Field(default="text", description="Column of the raw text.")
+
+
+# File types a local dataset may be; `.txt` (one document per line) only for `format: text`.
+DATA_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".arrow", ".txt")
 
 
 class _DatasetBase(Section):
-    path: str = Field(
-        description="A local .json or .jsonl file, relative to the spec file. It is copied into "
-        "the project's `data/` folder, so the project is self-contained."
+    path: str | None = Field(
+        default=None,
+        description="A local file (.json, .jsonl, .csv, .parquet, .arrow, or .txt for text) or "
+        "a folder of such files, relative to the spec. It is copied into the project's `data/` "
+        "folder, so the project is self-contained.",
+    )
+    hub: str | None = Field(
+        default=None,
+        description="A dataset on the Hugging Face Hub (`org/name`), or anything "
+        "`datasets.load_dataset` accepts. Loaded when data.py runs, never at compile time.",
+    )
+    subset: str | None = Field(default=None, description="Hub only: the configuration name.")
+    split: str = Field(default="train", description="Hub only: the split to read.")
+    revision: str | None = Field(
+        default=None, description="Hub only: branch, tag or commit to pin the dataset to."
+    )
+    streaming: bool = Field(
+        default=False,
+        description="Hub only: stream rows instead of downloading the whole dataset first.",
     )
     name: str | None = Field(
         default=None,
         description="Name of the dataset inside the project (`data/<name>.<ext>`); "
         "defaults to the file name without extension.",
     )
+    ranking: bool = Field(
+        default=False,
+        description="Pairwise preference rows: a prompt plus `chosen` and `rejected` answers "
+        "(for rm, dpo, orpo, simpo).",
+    )
+    max_samples: int | None = Field(
+        default=None, gt=0, description="Read at most the first N rows of this dataset."
+    )
+    num_samples: int | None = Field(
+        default=None,
+        gt=0,
+        description="Draw N rows at random (seeded by train.seed; with repetition when N "
+        "exceeds the dataset), like LLaMA-Factory's `num_samples`.",
+    )
+    placeholders: dict[str, str] = Field(
+        default_factory=dict,
+        description="Replace `{{key}}` by its value in every text of this dataset, e.g. "
+        "`{name: Lfc, author: You}` for LLaMA-Factory's identity.json.",
+    )
 
     @field_validator("path")
     @classmethod
-    def _path_is_local_json(cls, value: str) -> str:
+    def _path_is_data(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         value = _relative_path(value, "path")
-        if not value.endswith((".json", ".jsonl")):
-            raise ValueError(f"only .json and .jsonl files are supported, got {value!r}")
+        last = value.rsplit("/", 1)[-1]
+        if "." in last and not value.endswith(DATA_SUFFIXES):
+            raise ValueError(
+                f"unsupported file type {value!r}: use {', '.join(DATA_SUFFIXES)}, or a folder"
+            )
         return value
 
     @field_validator("name")
@@ -192,16 +497,57 @@ class _DatasetBase(Section):
             )
         return value
 
+    @field_validator("placeholders")
+    @classmethod
+    def _placeholder_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+                raise ValueError(f"placeholder {key!r} should be a name like `author`")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> _DatasetBase:
+        if (self.path is None) == (self.hub is None):
+            raise ValueError("give exactly one of `path` (a local file or folder) and `hub`")
+        if self.path is not None:
+            for key in ("subset", "revision"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"`{key}` is for hub datasets; remove it or use `hub:`")
+            if self.streaming:
+                raise ValueError("`streaming` is for hub datasets; local files are read lazily")
+        if self.max_samples is not None and self.num_samples is not None:
+            raise ValueError("choose one of max_samples (first N rows) and num_samples (random N)")
+        if self.path is not None and self.path.endswith(".txt") and self.format != "text":
+            raise ValueError(".txt files hold plain text: use `format: text`")
+        return self
+
     @property
     def resolved_name(self) -> str:
         if self.name is not None:
             return self.name
-        stem = self.path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-        return re.sub(r"[^A-Za-z0-9_.-]", "_", stem)[:64] or "dataset"
+        source = self.path if self.path is not None else (self.hub or "")
+        stem = source.rstrip("/").rsplit("/", 1)[-1]
+        if self.path is not None and stem.endswith(DATA_SUFFIXES):
+            stem = stem.rsplit(".", 1)[0]
+        return re.sub(r"[^A-Za-z0-9_.-]", "_", stem)[:64].lstrip("._-") or "dataset"
+
+    @property
+    def is_file(self) -> bool:
+        """A local path with a data suffix (else a folder, or a hub dataset)."""
+        return self.path is not None and self.path.endswith(DATA_SUFFIXES)
 
     @property
     def suffix(self) -> str:
-        return "." + self.path.rsplit(".", 1)[-1]
+        return "." + self.path.rsplit(".", 1)[-1] if self.is_file and self.path else ""
+
+    @property
+    def shape(self) -> str:
+        """What a row holds: conversation, pairwise, kto or text."""
+        if self.ranking:
+            return "pairwise"
+        if getattr(self.columns, "kto_tag", None):
+            return "kto"
+        return "conversation"
 
 
 class AlpacaDataset(_DatasetBase):
@@ -213,24 +559,70 @@ class AlpacaDataset(_DatasetBase):
 
 class SharegptDataset(_DatasetBase):
     format: Literal["sharegpt"] = Field(
-        description="Rows holding a list of turns with role and text keys (`from`/`value`)."
+        description="Rows holding a list of turns with role and text keys (`from`/`value`); "
+        "tool calls and results as `function_call` / `observation` turns."
     )
     columns: SharegptColumns = Field(default_factory=SharegptColumns, description="Column names.")
 
 
 class OpenaiDataset(_DatasetBase):
     format: Literal["openai"] = Field(
-        description="Rows holding OpenAI-style `messages` with `role` and `content`."
+        description="Rows holding OpenAI-style `messages` with `role` and `content` "
+        "(and `tool_calls` / `tool` messages)."
     )
     columns: OpenaiColumns = Field(default_factory=OpenaiColumns, description="Column names.")
 
 
-Dataset = Annotated[AlpacaDataset | SharegptDataset | OpenaiDataset, Field(discriminator="format")]
+class TextDataset(_DatasetBase):
+    format: Literal["text"] = Field(description="Raw text for pre-training (stage pt).")
+    columns: TextColumns = Field(default_factory=TextColumns, description="Column names.")
+
+    @model_validator(mode="after")
+    def _no_pairs(self) -> TextDataset:
+        if self.ranking:
+            raise ValueError("text datasets cannot be `ranking`")
+        return self
+
+    @property
+    def shape(self) -> str:
+        return "text"
+
+
+Dataset = Annotated[
+    AlpacaDataset | SharegptDataset | OpenaiDataset | TextDataset, Field(discriminator="format")
+]
 
 
 class DataSpec(Section):
-    datasets: tuple[Dataset, ...] = Field(
-        min_length=1, description="Datasets to train on, concatenated in this order."
+    registry: str | None = Field(
+        default=None,
+        description="A LLaMA-Factory `dataset_info.json`, relative to the spec. Datasets may then "
+        "be named by their entry (`datasets: [alpaca_en_demo, identity]`); files are found "
+        "beside it.",
+    )
+    datasets: tuple[Dataset | str, ...] = Field(
+        min_length=1,
+        description="Datasets to train on: `{path|hub, format, ...}`, or a name in `registry`.",
+    )
+    mix: Literal["concat", "interleave"] = Field(
+        default="concat",
+        description="`concat`: one after the other; `interleave`: draw rows from the datasets "
+        "at random with `probabilities`.",
+    )
+    probabilities: tuple[float, ...] | None = Field(
+        default=None,
+        description="interleave: chance of drawing from each dataset (same order; sums to 1). "
+        "None: equal.",
+    )
+    stopping_strategy: Literal["first_exhausted", "all_exhausted"] = Field(
+        default="first_exhausted",
+        description="interleave: stop when the first dataset runs out, or when all have "
+        "(restarting the finished ones, i.e. oversampling).",
+    )
+    shuffle: bool = Field(
+        default=False,
+        description="Shuffle the processed rows (seeded by train.seed) before the "
+        "validation split.",
     )
     cutoff_len: int = Field(
         default=1024,
@@ -245,13 +637,26 @@ class DataSpec(Section):
         lt=1,
         description="Fraction of rows held out for evaluation (0 disables evaluation).",
     )
+    packing: bool = Field(
+        default=False,
+        description="sft: pack several examples into each row (best-fit decreasing) with "
+        "position ids that restart per example, so no example attends to another.",
+    )
+    num_proc: int = Field(
+        default=1, gt=0, le=256, description="Processes data.py renders and tokenizes with."
+    )
+    on_bad_row: Literal["error", "skip"] = Field(
+        default="error",
+        description="A malformed row stops data.py (`error`, listing each by dataset and row) "
+        "or is skipped and listed in data/processed/rejected.jsonl (`skip`).",
+    )
 
     @field_validator("datasets")
     @classmethod
     def _unique_names(cls, datasets: tuple[Any, ...]) -> tuple[Any, ...]:
         seen: dict[str, int] = {}
         for index, dataset in enumerate(datasets):
-            name = dataset.resolved_name
+            name = dataset if isinstance(dataset, str) else dataset.resolved_name
             if name in seen:
                 raise ValueError(
                     f"datasets {seen[name]} and {index} are both named {name!r} in the project; "
@@ -259,6 +664,42 @@ class DataSpec(Section):
                 )
             seen[name] = index
         return datasets
+
+    @model_validator(mode="after")
+    def _mixing(self) -> DataSpec:
+        named = [d for d in self.datasets if isinstance(d, str)]
+        if named and self.registry is None:
+            raise ValueError(
+                f"dataset {named[0]!r} is a name: set `registry: path/to/dataset_info.json`, "
+                "or describe it as {path: ..., format: ...}"
+            )
+        if self.probabilities is not None:
+            if self.mix != "interleave":
+                raise ValueError("`probabilities` needs `mix: interleave`")
+            if len(self.probabilities) != len(self.datasets):
+                raise ValueError(
+                    f"{len(self.probabilities)} probabilities for {len(self.datasets)} datasets"
+                )
+            if any(p < 0 for p in self.probabilities) or abs(sum(self.probabilities) - 1) > 1e-6:
+                raise ValueError("probabilities must be >= 0 and sum to 1")
+        return self
+
+    @field_validator("registry")
+    @classmethod
+    def _registry_file(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = _relative_path(value, "registry")
+        if not value.endswith(".json"):
+            raise ValueError(f"a dataset registry is a .json file, got {value!r}")
+        return value
+
+    @property
+    def resolved(self) -> tuple[Any, ...]:
+        """The datasets, once the registry names are expanded (see lfc.registry)."""
+        if any(isinstance(d, str) for d in self.datasets):
+            raise RuntimeError("registry names were not expanded")
+        return self.datasets
 
 
 ReportTo = Literal["tensorboard"]
@@ -353,6 +794,41 @@ class Spec(Section):
     data: DataSpec = Field(description="Training data and how it is processed.")
     train: TrainSpec = Field(default_factory=TrainSpec, description="Training hyperparameters.")
     pins: PinsSpec = Field(default_factory=PinsSpec, description="Pinned dependency set.")
+
+    @model_validator(mode="after")
+    def _data_fits_stage(self) -> Spec:
+        needed = STAGE_SHAPES[self.stage.kind]
+        for index, dataset in enumerate(self.data.datasets):
+            if isinstance(dataset, str) or dataset.shape == needed:
+                continue
+            raise ValueError(
+                f"data.datasets[{index}] ({dataset.resolved_name}) holds {dataset.shape} rows, "
+                f"but stage {self.stage.kind} trains on {_SHAPE_HINTS[needed]}"
+            )
+        stage, train = self.stage, self.train
+        if isinstance(stage, GrpoStage):
+            per_step = train.batch_size * train.grad_accum
+            if per_step % stage.num_generations:
+                raise ValueError(
+                    f"grpo samples {stage.num_generations} completions per prompt: "
+                    f"train.batch_size x train.grad_accum ({per_step}) must be a multiple "
+                    "of stage.num_generations"
+                )
+            stems = [r.file.rsplit("/", 1)[-1] for r in stage.rewards if hasattr(r, "file")]
+            for stem in stems:
+                if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*\.py$", stem):
+                    raise ValueError(f"reward file {stem!r} must be an importable module name")
+            if len(set(stems)) != len(stems):
+                raise ValueError("two reward functions come from files with the same name")
+        if isinstance(stage, KtoStage) and stage.loss_type == "kto" and train.batch_size < 2:
+            raise ValueError(
+                "the kto loss estimates its KL term within a batch: set train.batch_size >= 2"
+            )
+        if self.data.packing and self.stage.kind != "sft":
+            raise ValueError(
+                "data.packing applies to stage sft (pt always packs into blocks); remove it"
+            )
+        return self
 
     @field_validator("adapter", "stage", mode="before")
     @classmethod

@@ -94,8 +94,8 @@ def test_only_the_chosen_adapter_is_generated() -> None:
     assert b"LoraConfig" in lora["model.py"] and b"freeze" not in lora["model.py"]
     assert b"peft" not in full["model.py"] + full["train.py"] + full["export.py"] + full["chat.py"]
     assert b"def freeze" in freeze["model.py"] and b"peft" not in freeze["model.py"]
-    assert b"sharegpt_messages" in freeze["data.py"] and b"alpaca_messages" not in freeze["data.py"]
-    assert b'".jsonl"' not in lora["data.py"] and b'".jsonl"' in freeze["data.py"]
+    assert b"sharegpt_example" in freeze["data.py"] and b"alpaca_example" not in freeze["data.py"]
+    assert b"def read_jsonl" not in lora["data.py"] and b"def read_jsonl" in freeze["data.py"]
     assert (
         b"tensorboard==" in full["requirements.txt"]
         and b"tensorboard" not in lora["requirements.txt"]

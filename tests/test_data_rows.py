@@ -41,18 +41,20 @@ def project(tmp_path: Path, tiny_model: Path) -> Path:
 def test_malformed_rows_stop_the_run_with_their_index(project: Path) -> None:
     result = _data_py(project)
     assert result.returncode != 0
-    assert "data/alpaca_en_demo.json row 1: column 'output' is missing" in result.stderr
+    where = "alpaca_en_demo (data/alpaca_en_demo.json)"
+    assert f"{where} row 1: column 'output' is missing" in result.stderr
     assert "row 2: column 'instruction' should be a string, got list" in result.stderr
     assert "row 3: expected an object, got str" in result.stderr
     assert "row 5: text contains the reserved characters" in result.stderr
     assert "4 malformed rows" in result.stderr
     assert not (project / "data" / "processed").exists()
+    assert not (project / "data" / "processed.tmp").exists()
 
 
 def test_skipping_malformed_rows_lists_them(project: Path) -> None:
-    result = _data_py(project, "--skip_malformed", "true")
+    result = _data_py(project, "--on_bad_row", "skip")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "rows_read=6 rows_kept=2 rows_truncated=0 rows_malformed=4" in result.stdout
+    assert "rows_read=6 rows_kept=2 rows_truncated=0 rows_rejected=4" in result.stdout
     rejected = (project / "data" / "processed" / "rejected.jsonl").read_text().splitlines()
     assert [json.loads(line)["row"] for line in rejected] == [1, 2, 3, 5]
 
@@ -70,4 +72,4 @@ def test_rows_too_long_for_any_label_are_counted(project: Path) -> None:
     )
     result = _data_py(project, "--cutoff_len", "64")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "rows_kept=1 rows_truncated=1 rows_malformed=0 rows_without_labels=1" in result.stdout
+    assert "rows_kept=1 rows_truncated=1 rows_rejected=0 rows_without_labels=1" in result.stdout

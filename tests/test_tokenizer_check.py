@@ -98,6 +98,6 @@ def test_added_tokens_train_export_and_chat(tmp_path: Path, tiny_model: Path) ->
         == json.loads((tiny_model / "config.json").read_text())["vocab_size"] + 1
     )
     assert "parity: ok" in run("tests/test_chat_template.py")
-    assert run("chat.py", "--prompt", "hi", "--max_new_tokens", "3").startswith(
+    assert run("chat.py", "--prompt", "hi", "--chat_max_new_tokens", "3").startswith(
         "[chat] model: exported/"
     )

@@ -44,7 +44,7 @@ def test_freeze_trains_only_the_last_layer_and_head(tmp_path: Path, tiny_model: 
     # Norm weights get tiny or no gradients in 4 steps; every matrix of the trainable set moves.
     assert {n for n in trainable if before[n].dim() == 2} <= changed
     assert changed <= trainable
-    assert (project / "data" / "processed" / "validation").is_dir()
+    assert (project / "data" / "processed" / "dataset" / "validation").is_dir()
 
 
 def test_full_fine_tuning_logs_to_tensorboard(tmp_path: Path, tiny_model: Path) -> None:

@@ -90,8 +90,8 @@ def test_kind_shorthand() -> None:
         ),
         (
             "path: data/a.json",
-            "path: data/a.csv",
-            "spec.yaml:8:8: data.datasets[0].path: only .json and .jsonl files are supported",
+            "path: data/a.xlsx",
+            "spec.yaml:8:8: data.datasets[0].path: unsupported file type",
         ),
         (
             "epochs: 1",

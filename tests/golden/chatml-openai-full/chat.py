@@ -42,7 +42,7 @@ def answer(
 
 def main() -> None:
     args = parse_args()
-    trust = args.training.trust_remote_code
+    trust = args.trust_remote_code
     tokenizer = load_tokenizer(args.model, trust)
     if Path(args.export.export_dir).is_dir():
         model = load_model(args.model, args.export.export_dir, trust)
@@ -52,7 +52,7 @@ def main() -> None:
         print(f"[chat] model: {args.training.output_dir}/")
     model.eval()
 
-    settings = (args.export.max_new_tokens, args.export.temperature)
+    settings = (args.export.chat_max_new_tokens, args.export.chat_temperature)
     if args.export.prompt is not None:
         messages = [{"role": "user", "content": args.export.prompt}]
         print(answer(model, tokenizer, messages, *settings))

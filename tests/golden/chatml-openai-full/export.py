@@ -13,7 +13,7 @@ from model import load_model, load_tokenizer, stop_token_ids
 
 def main() -> None:
     args = parse_args()
-    trust = args.training.trust_remote_code
+    trust = args.trust_remote_code
     trained = Path(args.training.output_dir)
     if not (trained / "config.json").is_file():
         raise SystemExit(f"{trained}/ holds no trained model: run train.py first")

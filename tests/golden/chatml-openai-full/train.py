@@ -2,6 +2,7 @@
 
 Run: accelerate launch --config_file accelerate/single.yaml train.py [--max_steps 5 ...]
 Needs data/processed/ from `python data.py`.
+Resume: add `--resume_from_checkpoint last` (or a checkpoint folder).
 """
 
 import hashlib
@@ -9,6 +10,7 @@ import json
 from pathlib import Path
 
 from datasets import load_from_disk
+from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTTrainer
 
 from config import parse_args
@@ -29,14 +31,26 @@ def check_processed_data(processed_dir: str, cutoff_len: int) -> None:
         )
 
 
+def checkpoint_to_resume(training) -> str | None:
+    """`--resume_from_checkpoint last`: the newest checkpoint in output_dir; a path: that."""
+    wanted = training.resume_from_checkpoint
+    if wanted != "last":
+        return wanted
+    checkpoint = get_last_checkpoint(training.output_dir)
+    if checkpoint is None:
+        folder = training.output_dir
+        raise SystemExit(f"resume_from_checkpoint last: no checkpoint in {folder}/")
+    return checkpoint
+
+
 def main() -> None:
     args = parse_args()
     training = args.training
     check_processed_data(args.data.processed_dir, args.data.cutoff_len)
-    dataset = load_from_disk(args.data.processed_dir)
+    dataset = load_from_disk(f"{args.data.processed_dir}/dataset")
 
-    tokenizer = load_tokenizer(args.model, training.trust_remote_code)
-    model = load_model(args.model, trust_remote_code=training.trust_remote_code)
+    tokenizer = load_tokenizer(args.model, args.trust_remote_code)
+    model = load_model(args.model, trust_remote_code=args.trust_remote_code)
 
     trainer = SFTTrainer(
         model=model,
@@ -44,7 +58,7 @@ def main() -> None:
         train_dataset=dataset["train"],
         processing_class=tokenizer,
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=checkpoint_to_resume(training))
     trainer.save_model(training.output_dir)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(training.output_dir)

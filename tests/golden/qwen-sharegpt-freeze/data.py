@@ -1,75 +1,121 @@
 """Turn the datasets into token ids and labels for train.py.
 
-Run: python data.py   (reads config.yaml; e.g. `python data.py --cutoff_len 512`)
+Run: python data.py   (reads config.yaml; e.g. `python data.py --cutoff_len 512 --num_proc 2`)
 
-Reads data/chats.jsonl, renders every conversation with
-chat_template.jinja, tokenizes in batches with the fast tokenizer, labels
-only the last assistant turn (a generation span) and saves data/processed/.
-Malformed rows are reported by file and row index; they are never dropped silently.
+Reads data/chats.jsonl,
+renders every conversation with chat_template.jinja, tokenizes in batches with the fast tokenizer,
+labels only the last assistant turn (a generation span).
+Saves data/processed/ with a summary; a second run with unchanged inputs is served from it.
+Malformed rows are reported by dataset and row index; they are never dropped silently.
 """
 
 import hashlib
 import json
+import os
+import random
 import re
 import shutil
 import sys
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import ClassVar
 
-from datasets import Dataset, DatasetDict
-from jinja2 import TemplateError, nodes
-from jinja2.ext import Extension
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-from tqdm import tqdm
+from config import parse_data_args
 
-from config import parse_args
-from model import CHAT_TEMPLATE, load_tokenizer
-
-# (file, format) of every dataset, concatenated in this order.
+HERE = Path(__file__).resolve().parent
+# Every dataset, in the order of the spec.
 DATASETS = [
-    ("data/chats.jsonl", "sharegpt"),
+    {
+        "name": "chats",
+        "format": "sharegpt",
+        "files": ["data/chats.jsonl"],
+        "columns": {
+            "messages": "conversations",
+            "system": "system",
+            "tools": "tools",
+            "role_tag": "from",
+            "content_tag": "value",
+            "user_tag": "human",
+            "assistant_tag": "gpt",
+            "system_tag": "system",
+            "function_tag": "function_call",
+            "observation_tag": "observation",
+            "chosen": "chosen",
+            "rejected": "rejected",
+            "kto_tag": None,
+        },
+    },
 ]
-SHAREGPT_COLUMNS = {
-    "messages": "conversations",
-    "system": "system",
-    "role_tag": "from",
-    "content_tag": "value",
-    "user_tag": "human",
-    "assistant_tag": "gpt",
-    "system_tag": "system",
-}
-BATCH_SIZE = 1000
+CHUNK_ROWS = 1000
 # Private-use characters that mark the template's generation spans while rendering.
 SPAN_START, SPAN_END = "\ue000", "\ue001"
 IGNORE = -100
 Span = tuple[int, int]
+Row = tuple[int, str, int, object]  # (dataset index, file or hub id, row index, row)
 
 
 class RowError(ValueError):
-    """A row that cannot become a conversation; the message says why."""
+    """A row that cannot become an example; the message says why."""
 
 
-def read_rows(path: str) -> list[object]:
-    """The rows of a .json list or a .jsonl file; invalid JSON stops with its line."""
-    text = Path(path).read_text(encoding="utf-8")
-    if path.endswith(".jsonl"):
-        rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    problem = f"{path}:{number}: invalid JSON: {exc.msg}"
-                    raise SystemExit(problem) from None
-        return rows
-    try:
-        rows = json.loads(text)
-    except json.JSONDecodeError as exc:
-        where = f"{path}:{exc.lineno}:{exc.colno}"
-        raise SystemExit(f"{where}: invalid JSON: {exc.msg}") from None
-    if not isinstance(rows, list):
-        raise SystemExit(f"{path}: expected a JSON list, got {type(rows).__name__}")
-    return rows
+# --- reading -------------------------------------------------------------------------------
+
+
+def read_jsonl(path: str) -> Iterator[tuple[int, object]]:
+    """One row per non-empty line; an invalid line is a bad row like any other."""
+    with open(HERE / path, encoding="utf-8") as lines:
+        index = 0
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield index, json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield index, RowError(f"line {number}: invalid JSON: {exc.msg}")
+            index += 1
+
+
+def dataset_rows(number: int) -> Iterator[Row]:
+    """Every row of dataset `number`, lazily, with where it came from."""
+    source = DATASETS[number]
+    for path in source["files"]:
+        for index, row in read_jsonl(path):
+            yield number, path, index, row
+
+
+def selected_rows(number: int, seed: int) -> Iterator[Row]:
+    """Dataset `number` after its max_samples / num_samples."""
+    source = DATASETS[number]
+    if source.get("max_samples"):
+        yield from islice(dataset_rows(number), source["max_samples"])
+    elif source.get("num_samples"):
+        rows = list(dataset_rows(number))
+        if not rows:
+            return
+        rng, picked = random.Random(seed), []
+        while len(picked) < source["num_samples"]:
+            picked += rng.sample(range(len(rows)), len(rows))
+        yield from (rows[index] for index in picked[: source["num_samples"]])
+    else:
+        yield from dataset_rows(number)
+
+
+def all_rows(seed: int) -> Iterator[Row]:
+    """The datasets one after the other."""
+    for number in range(len(DATASETS)):
+        yield from selected_rows(number, seed)
+
+
+def chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
+    iterator = iter(rows)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+# --- rows to examples ----------------------------------------------------------------------
 
 
 def text_field(row: dict, column: str, *, required: bool) -> str:
@@ -85,16 +131,10 @@ def text_field(row: dict, column: str, *, required: bool) -> str:
     return value
 
 
-def sharegpt_messages(row: object) -> list[dict[str, str]]:
-    """A list of {from, value} turns (tags from the spec) -> messages."""
+def sharegpt_example(row: object, columns: dict) -> dict:
+    """A list of {from, value} turns (tags from the spec); tool calls and results included."""
     if not isinstance(row, dict):
         raise RowError(f"expected an object, got {type(row).__name__}")
-    columns = SHAREGPT_COLUMNS
-    roles = {
-        columns["user_tag"]: "user",
-        columns["assistant_tag"]: "assistant",
-        columns["system_tag"]: "system",
-    }
     turns = row.get(columns["messages"])
     if not isinstance(turns, list) or not turns:
         raise RowError(f"column {columns['messages']!r} should be a list of turns")
@@ -103,62 +143,117 @@ def sharegpt_messages(row: object) -> list[dict[str, str]]:
     if system:
         messages.append({"role": "system", "content": system})
     for number, turn in enumerate(turns):
-        if not isinstance(turn, dict):
-            raise RowError(f"turn {number} should be an object")
-        tag = turn.get(columns["role_tag"])
-        if tag not in roles:
-            raise RowError(f"turn {number}: role {tag!r} is not one of {sorted(roles)}")
-        content = turn.get(columns["content_tag"])
-        if not isinstance(content, str):
-            raise RowError(f"turn {number} has no string {columns['content_tag']!r}")
-        messages.append({"role": roles[tag], "content": content})
-    return check_turns(messages)
+        messages.append(sharegpt_turn(turn, f"turn {number}", columns))
+    example = {"messages": messages, "tools": row_tools(row, columns)}
+    return example
 
 
-def check_turns(messages: list[dict[str, str]]) -> list[dict[str, str]]:
-    """An optional system turn, then user and assistant turns alternating, ending on assistant."""
+def sharegpt_turn(turn: object, where: str, columns: dict) -> dict:
+    if not isinstance(turn, dict):
+        raise RowError(f"{where} should be an object")
+    roles = {
+        columns["user_tag"]: "user",
+        columns["assistant_tag"]: "assistant",
+        columns["system_tag"]: "system",
+        columns["function_tag"]: "function_call",
+        columns["observation_tag"]: "tool",
+    }
+    tag = turn.get(columns["role_tag"])
+    if tag not in roles:
+        raise RowError(f"{where}: role {tag!r} is not one of {sorted(roles)}")
+    content = turn.get(columns["content_tag"])
+    if not isinstance(content, str):
+        raise RowError(f"{where} has no string {columns['content_tag']!r}")
+    if roles[tag] == "function_call":
+        return tool_call_message(content, where)
+    return {"role": roles[tag], "content": content}
+
+
+def tool_call_message(content: str, where: str) -> dict:
+    """A `function_call` turn (JSON {name, arguments}, or a list of them) as tool_calls."""
+    try:
+        calls = json.loads(content)
+    except json.JSONDecodeError:
+        raise RowError(f"{where}: a function call should be JSON") from None
+    calls = calls if isinstance(calls, list) else [calls]
+    for call in calls:
+        if not (isinstance(call, dict) and isinstance(call.get("name"), str)):
+            raise RowError(f"{where}: a function call needs a string 'name'")
+    tool_calls = [
+        {
+            "type": "function",
+            "function": {"name": call["name"], "arguments": call.get("arguments", {})},
+        }
+        for call in calls
+    ]
+    return {"role": "assistant", "content": "", "tool_calls": tool_calls}
+
+
+def row_tools(row: dict, columns: dict) -> list | None:
+    """The row's tool definitions (a JSON string or a list), or None."""
+    tools = row.get(columns["tools"]) if columns["tools"] else None
+    if tools in (None, "", []):
+        return None
+    if isinstance(tools, str):
+        try:
+            tools = json.loads(tools)
+        except json.JSONDecodeError:
+            raise RowError(f"column {columns['tools']!r} is not valid JSON") from None
+    if not isinstance(tools, list):
+        raise RowError(f"column {columns['tools']!r} should be a list of tools")
+    # transformers' format wraps each definition as {"type": "function", "function": ...}.
+    bare = [tool for tool in tools if "type" not in tool]
+    return [{"type": "function", "function": tool} for tool in bare] or tools
+
+
+def check_turns(messages: list[dict], *, ends_with_answer: bool) -> None:
+    """Optional system, then (user or tool) and assistant turns alternating."""
     body = messages[1:] if messages and messages[0]["role"] == "system" else messages
     for number, message in enumerate(body):
-        expected = "user" if number % 2 == 0 else "assistant"
-        if message["role"] != expected:
+        expected = ("user", "tool") if number % 2 == 0 else ("assistant",)
+        if message["role"] not in expected:
             role = message["role"]
-            raise RowError(f"turn {number} is {role!r}, expected {expected!r}")
-    if not body or body[-1]["role"] != "assistant":
+            wanted = " or ".join(expected)
+            raise RowError(f"turn {number} is {role!r}, expected {wanted}")
+    if not body:
+        raise RowError("the conversation has no turns")
+    last = body[-1]["role"]
+    if ends_with_answer and last != "assistant":
         raise RowError("the conversation should end with an assistant turn")
-    return messages
+    if not ends_with_answer and last == "assistant":
+        raise RowError("the prompt should end with a user turn")
 
 
-CONVERTERS = {
-    "sharegpt": sharegpt_messages,
-}
-
-
-class GenerationSpans(Extension):
-    """`{% generation %}...{% endgeneration %}`: wrap the assistant text in span markers."""
-
-    tags: ClassVar[set[str]] = {"generation"}
-
-    def parse(self, parser):
-        lineno = next(parser.stream).lineno
-        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-        block = nodes.CallBlock(self.call_method("_wrap"), [], [], body)
-        return block.set_lineno(lineno)
-
-    def _wrap(self, caller) -> str:
-        return SPAN_START + caller() + SPAN_END
-
-
-def raise_exception(message: str) -> None:
-    raise TemplateError(message)
-
-
-def tojson(value: object, ensure_ascii: bool = False, **kwargs: object) -> str:
-    """transformers' tojson: no HTML escaping, non-ASCII kept."""
-    return json.dumps(value, ensure_ascii=ensure_ascii, **kwargs)
+# --- rendering -----------------------------------------------------------------------------
 
 
 def compile_template(source: str):
     """The chat template in the same sandbox settings as transformers' apply_chat_template."""
+    from jinja2 import TemplateError, nodes
+    from jinja2.ext import Extension
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class GenerationSpans(Extension):
+        """`{% generation %}...{% endgeneration %}`: wrap assistant text in span markers."""
+
+        tags: ClassVar[set[str]] = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            block = nodes.CallBlock(self.call_method("_wrap"), [], [], body)
+            return block.set_lineno(lineno)
+
+        def _wrap(self, caller) -> str:
+            return SPAN_START + caller() + SPAN_END
+
+    def raise_exception(message: str) -> None:
+        raise TemplateError(message)
+
+    def tojson(value: object, ensure_ascii: bool = False, **kwargs: object) -> str:
+        """transformers' tojson: no HTML escaping, non-ASCII kept."""
+        return json.dumps(value, ensure_ascii=ensure_ascii, **kwargs)
+
     env = ImmutableSandboxedEnvironment(
         trim_blocks=True,
         lstrip_blocks=True,
@@ -177,13 +272,17 @@ def template_context(tokenizer) -> dict:
     return context
 
 
-def render(template, messages: list[dict], context: dict) -> tuple[str, list[Span]]:
+def render(template, example: dict, context: dict) -> tuple[str, list[Span]]:
     """The conversation's text and the character spans of its assistant turns."""
-    for message in messages:
+    from jinja2 import TemplateError
+
+    for message in example["messages"]:
         if SPAN_START in message["content"] or SPAN_END in message["content"]:
             raise RowError("text contains the reserved characters U+E000/U+E001")
+    if example.get("tools"):
+        context = {**context, "tools": example["tools"]}
     try:
-        marked = template.render(messages=messages, **context)
+        marked = template.render(messages=example["messages"], **context)
     except TemplateError as exc:
         raise RowError(f"the chat template refused it: {exc}") from None
     pieces, spans, length, start = [], [], 0, 0
@@ -200,12 +299,14 @@ def render(template, messages: list[dict], context: dict) -> tuple[str, list[Spa
 
 def label_tokens(ids: list[int], offsets: list[Span], spans: list[Span]) -> list[int]:
     """A token overlapping an assistant span keeps its id; every other one is IGNORE."""
-    labels, span = [], 0
-    for token_id, (start, end) in zip(ids, offsets, strict=True):
-        while span < len(spans) and spans[span][1] <= start:
-            span += 1
-        inside = span < len(spans) and spans[span][0] < end
-        labels.append(token_id if inside else IGNORE)
+    from bisect import bisect_left, bisect_right
+
+    starts = [start for start, _ in offsets]
+    ends = [end for _, end in offsets]
+    labels = [IGNORE] * len(ids)
+    for span_start, span_end in spans:
+        first, stop = bisect_right(ends, span_start), bisect_left(starts, span_end)
+        labels[first:stop] = ids[first:stop]
     return labels
 
 
@@ -226,102 +327,256 @@ def truncate(ids: list[int], labels: list[int], cutoff_len: int) -> tuple[list, 
     return ids[:end], labels[:end]
 
 
-def main() -> None:
-    args = parse_args()
-    data = args.data
-    tokenizer = load_tokenizer(args.model, args.training.trust_remote_code)
-    template = compile_template(CHAT_TEMPLATE)
-    context = template_context(tokenizer)
+# --- processing ----------------------------------------------------------------------------
 
-    texts, spans, problems, rows_read = [], [], [], 0
-    for path, fmt in DATASETS:
-        rows = read_rows(path)
-        rows_read += len(rows)
-        for index, row in enumerate(tqdm(rows, desc=f"render {path}", unit="row")):
-            try:
-                text, row_spans = render(template, CONVERTERS[fmt](row), context)
-            except RowError as exc:
-                problems.append({"file": path, "row": index, "reason": str(exc)})
+
+@dataclass
+class Processed:
+    """What one chunk of rows became."""
+
+    columns: dict[str, list] = field(default_factory=dict)
+    problems: list[dict] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)  # tokens per kept row
+    rows_in: int = 0
+    truncated: int = 0
+    no_labels: int = 0
+
+
+WORKER: dict = {}  # per process: the tokenizer, template and settings
+
+
+def start_worker(model_args, trust_remote_code: bool, cutoff: int, quiet: bool) -> None:
+    """Load the tokenizer and compile the template once per process."""
+    if quiet:
+        # The processes are the parallelism: no tokenizer threads on top.
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    from model import CHAT_TEMPLATE, load_tokenizer
+
+    tokenizer = load_tokenizer(model_args, trust_remote_code)
+    WORKER.update(tokenizer=tokenizer, backend=tokenizer.backend_tokenizer)
+    WORKER["cutoff"] = cutoff
+    WORKER["template"] = compile_template(CHAT_TEMPLATE)
+    WORKER["context"] = template_context(tokenizer)
+
+
+def convert(row: Row) -> dict:
+    """A raw row as an example (messages and more); raises RowError."""
+    number, _, _, raw = row
+    if isinstance(raw, RowError):
+        raise raw
+    source = DATASETS[number]
+    example = CONVERTERS[source["format"]](raw, source["columns"])
+    check_turns(example["messages"], ends_with_answer=True)
+    return example
+
+
+CONVERTERS = {
+    "sharegpt": sharegpt_example,
+}
+
+
+def process_chunk(rows: list[Row]) -> Processed:
+    """Convert, render and tokenize one chunk of rows."""
+    out = Processed(rows_in=len(rows))
+    good = []
+    for row in rows:
+        try:
+            good.append(render(WORKER["template"], convert(row), WORKER["context"]))
+        except RowError as exc:
+            number, where, index, _ = row
+            name = DATASETS[number]["name"]
+            problem = {"dataset": name, "file": where, "row": index, "reason": str(exc)}
+            out.problems.append(problem)
+    cutoff = WORKER["cutoff"]
+    input_ids, all_labels = [], []
+    texts = [text for text, _ in good]
+    encoded = WORKER["backend"].encode_batch(texts, add_special_tokens=False)
+    for encoding, (_, spans) in zip(encoded, good, strict=True):
+        ids = encoding.ids
+        # mask_history: earlier answers are context; only the last one is labelled.
+        labels = label_tokens(ids, encoding.offsets, spans[-1:])
+        if len(ids) > cutoff:
+            ids, labels = truncate(ids, labels, cutoff)
+            out.truncated += 1
+        if labels.count(IGNORE) == len(labels):
+            out.no_labels += 1
+            continue
+        input_ids.append(ids)
+        all_labels.append(labels)
+    out.columns.update(input_ids=input_ids, labels=all_labels)
+    out.lengths = [len(ids) for ids in input_ids]
+    return out
+
+
+def process_all(rows: Iterable[Row], settings: tuple, num_proc: int) -> Iterator:
+    """Chunks of rows, processed in order, by this process or a pool of `num_proc`."""
+    if num_proc == 1:
+        start_worker(*settings, quiet=False)
+        yield from map(process_chunk, chunks(rows, CHUNK_ROWS))
+        return
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    with context.Pool(num_proc, start_worker, (*settings, True)) as pool:
+        pending: deque = deque()
+        for chunk in chunks(rows, CHUNK_ROWS):
+            pending.append(pool.apply_async(process_chunk, (chunk,)))
+            # At most 2 chunks per process in flight: rows are read as they are needed.
+            if len(pending) >= 2 * num_proc:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+# --- cache, writing, summary ---------------------------------------------------------------
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while block := stream.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tokenizer_fingerprint(run) -> str:
+    """The tokenizer files' hashes, or for a hub model the loaded tokenizer's own state."""
+    folder = Path(run.model.model_name_or_path)
+    if folder.is_dir():
+        names = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+        files = [p for p in folder.iterdir() if p.name in names or p.suffix == ".model"]
+        return json.dumps({p.name: file_sha256(p) for p in sorted(files)})
+    from model import load_tokenizer
+
+    tokenizer = load_tokenizer(run.model, run.trust_remote_code)
+    return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
+
+
+def cache_key(run) -> str:
+    """Everything the output depends on: data files, tokenizer, template, code, settings."""
+    inputs = {
+        "data_py": file_sha256(Path(__file__)),
+        "chat_template": file_sha256(HERE / "chat_template.jinja"),
+        "files": [file_sha256(HERE / p) for d in DATASETS for p in d.get("files", [])],
+        "tokenizer": tokenizer_fingerprint(run),
+        "model": [run.model.model_name_or_path, run.model.model_revision],
+        "seed": run.seed,
+        "data": {
+            key: value
+            for key, value in vars(run.data).items()
+            if key not in ("num_proc", "overwrite", "processed_dir")
+        },
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def write_rows(results: Iterable[Processed], path: Path, report) -> dict:
+    """Stream every processed chunk into one Arrow file; returns the counts."""
+    import pyarrow as pa
+    from tqdm import tqdm
+
+    counts = {"rows_read": 0, "rows_kept": 0, "rows_truncated": 0, "rows_rejected": 0}
+    counts.update(rows_without_labels=0, label_tokens=0)
+    counts.update(tokens=0, max_length=0)
+    writer = None
+    with tqdm(desc="data", unit="row") as progress:
+        for result in results:
+            size, read = len(result.lengths), result.rows_in
+            counts["rows_without_labels"] += result.no_labels
+            labels = result.columns["labels"]
+            counts["label_tokens"] += sum(len(ls) - ls.count(IGNORE) for ls in labels)
+            counts["rows_read"] += read
+            counts["rows_truncated"] += result.truncated
+            counts["rows_rejected"] += len(result.problems)
+            for problem in result.problems:
+                report.write(json.dumps(problem, ensure_ascii=False) + "\n")
+            progress.update(read)
+            if not size:
                 continue
-            texts.append(text)
-            spans.append(row_spans)
-    if problems and not data.skip_malformed:
-        for problem in problems[:20]:
-            where = f"{problem['file']} row {problem['row']}"
+            counts["rows_kept"] += size
+            counts["tokens"] += sum(result.lengths)
+            counts["max_length"] = max(counts["max_length"], *result.lengths)
+            batch = pa.RecordBatch.from_pydict(result.columns)
+            if writer is None:
+                writer = pa.ipc.new_stream(str(path), batch.schema)
+            writer.write_batch(batch)
+    if writer is not None:
+        writer.close()
+    return counts
+
+
+def report_problems(staging: Path, count: int, on_bad_row: str) -> None:
+    """Stop on malformed rows (on_bad_row: error), listing the first ones."""
+    if count == 0 or on_bad_row == "skip":
+        return
+    with open(staging / "rejected.jsonl", encoding="utf-8") as report:
+        for line in islice(report, 20):
+            problem = json.loads(line)
+            where = f"{problem['dataset']} ({problem['file']}) row {problem['row']}"
             print(f"{where}: {problem['reason']}", file=sys.stderr)
-        more = " (first 20 shown)" if len(problems) > 20 else ""
-        raise SystemExit(
-            f"{len(problems)} malformed rows{more}; fix them, or pass --skip_malformed true"
-        )
+    shutil.rmtree(staging, ignore_errors=True)
+    more = " (first 20 shown)" if count > 20 else ""
+    raise SystemExit(f"{count} malformed rows{more}; fix them or use --on_bad_row skip")
 
-    columns = {"input_ids": [], "labels": []}
-    truncated = no_labels = 0
-    with tqdm(total=len(texts), desc="tokenize", unit="row") as progress:
-        for begin in range(0, len(texts), BATCH_SIZE):
-            end = begin + BATCH_SIZE
-            batch = tokenizer(
-                texts[begin:end], add_special_tokens=False, return_offsets_mapping=True
-            )
-            rows = zip(batch["input_ids"], batch["offset_mapping"], spans[begin:end])
-            for ids, offsets, row_spans in rows:
-                # mask_history: earlier answers are context; only the last one is labelled.
-                labels = label_tokens(ids, offsets, row_spans[-1:])
-                if len(ids) > data.cutoff_len:
-                    ids, labels = truncate(ids, labels, data.cutoff_len)
-                    truncated += 1
-                if all(label == IGNORE for label in labels):
-                    no_labels += 1
-                    continue
-                columns["input_ids"].append(ids)
-                columns["labels"].append(labels)
-            progress.update(len(batch["input_ids"]))
-    kept = len(columns["input_ids"])
-    if kept == 0:
-        raise SystemExit("no rows left: each was malformed or had no assistant tokens")
 
-    dataset = Dataset.from_dict(columns)
+def main() -> None:
+    run = parse_data_args()
+    data = run.data
+    if data.on_bad_row not in ("error", "skip"):
+        raise SystemExit(f"on_bad_row is error or skip, got {data.on_bad_row!r}")
+    target = Path(data.processed_dir)
+    manifest_path = target / "lfc_data.json"
+    key = cache_key(run)
+    if manifest_path.is_file() and not data.overwrite:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        if manifest.get("cache_key") == key:
+            print(f"{target}/ is up to date with its inputs (--overwrite true redoes)")
+            print(" ".join(f"{k}={v}" for k, v in manifest["summary"].items()))
+            return
+
+    # Write beside the target, then swap it in, so an interrupted run leaves no half-written data.
+    staging = target.with_name(target.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    settings = (run.model, run.trust_remote_code, data.cutoff_len)
+    results = process_all(all_rows(run.seed), settings, data.num_proc)
+    rows_file = staging / "rows.arrow"
+    with open(staging / "rejected.jsonl", "w", encoding="utf-8") as report:
+        summary = write_rows(results, rows_file, report)
+    report_problems(staging, summary["rows_rejected"], data.on_bad_row)
+    if summary["rows_kept"] == 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        message = "no rows left: each was malformed or had no assistant tokens"
+        raise SystemExit(message)
+    summary["mean_length"] = round(summary["tokens"] / summary["rows_kept"], 1)
+
+    from datasets import Dataset, DatasetDict
+
+    dataset = Dataset.from_file(str(rows_file))
+    if data.shuffle:
+        dataset = dataset.shuffle(seed=run.seed)
     if data.val_size > 0:
-        seed = args.training.seed
-        split = dataset.train_test_split(test_size=data.val_size, seed=seed)
+        split = dataset.train_test_split(test_size=data.val_size, seed=run.seed)
         splits = DatasetDict({"train": split["train"], "validation": split["test"]})
     else:
         splits = DatasetDict({"train": dataset})
-
-    lengths = [len(ids) for ids in columns["input_ids"]]
-    summary = {
-        "rows_read": rows_read,
-        "rows_kept": kept,
-        "rows_truncated": truncated,
-        "rows_malformed": len(problems),
-        "rows_without_labels": no_labels,
-        "tokens": sum(lengths),
-        "label_tokens": sum(len(ls) - ls.count(IGNORE) for ls in columns["labels"]),
-        "mean_length": round(sum(lengths) / kept, 1),
-        "max_length": max(lengths),
-    }
+    splits.save_to_disk(str(staging / "dataset"))
+    del dataset, splits
+    rows_file.unlink()
     manifest = {
+        "cache_key": key,
         "cutoff_len": data.cutoff_len,
-        "model": args.model.model_name_or_path,
-        "chat_template_sha256": hashlib.sha256(CHAT_TEMPLATE.encode()).hexdigest(),
+        "model": run.model.model_name_or_path,
+        "chat_template_sha256": file_sha256(HERE / "chat_template.jinja"),
         "summary": summary,
     }
-
-    # Write beside the target, then swap it in, so an interrupted run leaves no half-written data.
-    target = Path(data.processed_dir)
-    staging = target.with_name(target.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    splits.save_to_disk(str(staging))
     manifest_text = json.dumps(manifest, indent=2) + "\n"
     (staging / "lfc_data.json").write_text(manifest_text, encoding="utf-8")
-    with open(staging / "rejected.jsonl", "w", encoding="utf-8") as report:
-        for problem in problems:
-            report.write(json.dumps(problem, ensure_ascii=False) + "\n")
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
 
     print(" ".join(f"{key}={value}" for key, value in summary.items()))
-    sizes = ", ".join(f"{name}: {len(split)} rows" for name, split in splits.items())
-    print(f"saved {sizes} to {target}/")
+    print(f"saved {target}/dataset (rejected rows: {target}/rejected.jsonl)")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def training_ids(tokenizer) -> list[int]:
 
 def test_training_and_serving_tokenize_alike() -> None:
     args = parse_args([])
-    tokenizer = load_tokenizer(args.model, args.training.trust_remote_code)
+    tokenizer = load_tokenizer(args.model, args.trust_remote_code)
     serving = tokenizer.apply_chat_template(CONVERSATION, return_dict=True)
     assert training_ids(tokenizer) == serving["input_ids"]
 
