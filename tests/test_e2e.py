@@ -6,43 +6,18 @@ lfc is not installed there, and the test checks that it cannot be imported.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import subprocess
 import sys
-import venv
 from pathlib import Path
 
 import pytest
 
 from conftest import compile_example
+from project_env import clean_env, project_venv, run
 
 pytestmark = pytest.mark.e2e
-
-
-def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 900) -> str:
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{cmd}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    return result.stdout + result.stderr
-
-
-def _clean_env(bin_dir: Path) -> dict[str, str]:
-    keep = {
-        k: v
-        for k, v in os.environ.items()
-        if k in ("HOME", "LANG", "TMPDIR", "PIP_INDEX_URL", "PIP_CONSTRAINT")
-    }
-    return {
-        **keep,
-        "PATH": f"{bin_dir}{os.pathsep}/usr/bin:/bin",
-        "OMP_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "PYTHONNOUSERSITE": "1",
-    }
 
 
 @pytest.fixture(scope="module")
@@ -52,32 +27,11 @@ def project(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def project_python(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A virtualenv with exactly the project's requirements (cached by their hash if asked)."""
-    requirements = project / "requirements.txt"
-    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
-    cache = os.environ.get("LFC_E2E_VENV_CACHE")
-    root = Path(cache) / digest if cache else tmp_path_factory.mktemp("venv") / "env"
-    python = root / "bin" / "python"
-    if not (root / ".complete").exists():
-        venv.EnvBuilder(with_pip=True, clear=True).create(root)
-        env = _clean_env(root / "bin")
-        # torch first, so that pip takes the CPU build and never a CUDA one.
-        torch_pin = next(
-            line for line in requirements.read_text().splitlines() if line.startswith("torch==")
-        )
-        _run([str(python), "-m", "pip", "install", "-q", torch_pin], project, env, timeout=1800)
-        _run(
-            [str(python), "-m", "pip", "install", "-q", "-r", str(requirements)],
-            project,
-            env,
-            timeout=1800,
-        )
-        (root / ".complete").write_text("ok\n")
-    return python
+    return project_venv(project / "requirements.txt", tmp_path_factory.mktemp("venv"))
 
 
 def test_quickstart_end_to_end(project: Path, project_python: Path) -> None:
-    env = _clean_env(project_python.parent)
+    env = clean_env(project_python.parent)
     python = str(project_python)
 
     # lfc is not there: the project stands alone.
@@ -86,12 +40,12 @@ def test_quickstart_end_to_end(project: Path, project_python: Path) -> None:
     )
     assert probe.returncode != 0 and "No module named 'lfc'" in probe.stderr
 
-    out = _run([python, "data.py"], project, env)
+    out = run([python, "data.py"], project, env)
     assert "rows_read=999 rows_kept=999" in out
     assert (project / "data" / "processed" / "lfc_data.json").is_file()
 
     accelerate = str(project_python.parent / "accelerate")
-    _run(
+    run(
         [
             accelerate,
             "launch",
@@ -113,7 +67,7 @@ def test_quickstart_end_to_end(project: Path, project_python: Path) -> None:
     assert (project / "outputs" / "adapter_model.safetensors").is_file()
 
     # Chat with base + adapter before export, then export and chat with the merged model.
-    out = _run(
+    out = run(
         [
             python,
             "chat.py",
@@ -126,7 +80,7 @@ def test_quickstart_end_to_end(project: Path, project_python: Path) -> None:
         env,
     )
     assert "[chat] model: ../tiny-llama + adapter outputs/" in out
-    _run([python, "export.py"], project, env)
+    run([python, "export.py"], project, env)
     reload = (
         "import json; from transformers import AutoModelForCausalLM, AutoTokenizer;"
         "m = AutoModelForCausalLM.from_pretrained('exported'); t = AutoTokenizer.from_pretrained('exported');"
@@ -138,7 +92,7 @@ def test_quickstart_end_to_end(project: Path, project_python: Path) -> None:
     )
     info = json.loads(printed.stdout.strip().splitlines()[-1])
     assert info["eot"] in info["eos"] and info["template"] and not info["lora"]
-    parity = _run([python, "tests/test_chat_template.py"], project, env)
+    parity = run([python, "tests/test_chat_template.py"], project, env)
     assert "chat template parity: ok" in parity
     chat = subprocess.run(
         [

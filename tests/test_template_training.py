@@ -136,5 +136,7 @@ def test_family_trains_exports_and_chats(template: str, tmp_path: Path) -> None:
     assert ids[end] in config["eos_token_id"]
     parity = _run([sys.executable, "tests/test_chat_template.py"], project)
     assert parity.returncode == 0 and "parity: ok" in parity.stdout, parity.stderr[-3000:]
-    chat = _run([sys.executable, "chat.py", "--prompt", "Hi", "--chat_max_new_tokens", "4"], project)
+    chat = _run(
+        [sys.executable, "chat.py", "--prompt", "Hi", "--chat_max_new_tokens", "4"], project
+    )
     assert chat.returncode == 0 and chat.stdout.startswith("[chat] model: exported/")

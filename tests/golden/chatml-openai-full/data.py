@@ -144,8 +144,8 @@ def openai_message(turn: object, where: str) -> dict:
     if not isinstance(content, str):
         raise RowError(f"{where} should have a string 'content'")
     message = {"role": turn["role"], "content": content}
-    if turn.get("tool_calls"):
-        message["tool_calls"] = turn["tool_calls"]
+    if turn.get("tool_calls") or turn["role"] == "tool":
+        raise RowError(f"{where}: a tool message, but chatml renders no tools")
     return message
 
 

@@ -165,27 +165,14 @@ def sharegpt_turn(turn: object, where: str, columns: dict) -> dict:
         raise RowError(f"{where} has no string {columns['content_tag']!r}")
     if roles[tag] == "function_call":
         return tool_call_message(content, where)
+    if roles[tag] == "tool":
+        raise RowError(f"{where}: a tool result, but llama3 renders no tools")
     return {"role": roles[tag], "content": content}
 
 
 def tool_call_message(content: str, where: str) -> dict:
     """A `function_call` turn (JSON {name, arguments}, or a list of them) as tool_calls."""
-    try:
-        calls = json.loads(content)
-    except json.JSONDecodeError:
-        raise RowError(f"{where}: a function call should be JSON") from None
-    calls = calls if isinstance(calls, list) else [calls]
-    for call in calls:
-        if not (isinstance(call, dict) and isinstance(call.get("name"), str)):
-            raise RowError(f"{where}: a function call needs a string 'name'")
-    tool_calls = [
-        {
-            "type": "function",
-            "function": {"name": call["name"], "arguments": call.get("arguments", {})},
-        }
-        for call in calls
-    ]
-    return {"role": "assistant", "content": "", "tool_calls": tool_calls}
+    raise RowError(f"{where}: a tool call, but llama3 cannot render tool calls")
 
 
 def row_tools(row: dict, columns: dict) -> None:
