@@ -231,6 +231,34 @@ class Plan:
         return "[\n" + "".join(f"    {name},\n" for name in names) + "]"
 
     @property
+    def output_columns(self) -> list[tuple[str, str]]:
+        """data.py's output columns and their Arrow type names (ids, bool or text)."""
+        stage = self.stage
+        if stage in ("pt", "ppo"):
+            return [("input_ids", "ids")]
+        if stage == "sft":
+            return [("input_ids", "ids"), ("labels", "ids")]
+        if stage == "rm":
+            return [("chosen_ids", "ids"), ("rejected_ids", "ids")]
+        if stage == "dpo":
+            return [("prompt_ids", "ids"), ("chosen_ids", "ids"), ("rejected_ids", "ids")]
+        if stage == "kto":
+            return [("prompt_ids", "ids"), ("completion_ids", "ids"), ("label", "bool")]
+        if stage in ("orpo", "simpo"):
+            return [("prompt", "text"), ("chosen", "text"), ("rejected", "text")]
+        return [("prompt", "text"), ("reference", "text")]
+
+    @property
+    def arrow_schema(self) -> str:
+        """The `pa.schema([...])` expression of data.py's output (explicit: no type inference)."""
+        types = {"ids": "ids", "bool": "pa.bool_()", "text": "pa.string()"}
+        fields = [f'("{name}", {types[kind]})' for name, kind in self.output_columns]
+        flat = "pa.schema([" + ", ".join(fields) + "])"
+        if len("    schema = ") + len(flat) <= 88:
+            return flat
+        return "pa.schema(\n        [\n" + "".join(f"            {f},\n" for f in fields) + "        ]\n    )"
+
+    @property
     def nothing_left_message(self) -> str:
         if self.stage_shape == "conversation":
             return "no rows left: each was malformed or had no assistant tokens"

@@ -140,3 +140,13 @@ def test_lock_records_hashes_and_pins() -> None:
     assert set(lock["files"]) == set(files) - {"lfc.lock.json"}
     assert lock["pins"]["training"]["torch"] == "2.13.0"
     assert "torch==2.13.0" in files["requirements.txt"].decode()
+
+
+@pytest.mark.parametrize("spec_path", example_specs(), ids=EXAMPLE_IDS)
+def test_every_example_project_verifies_from_its_own_spec(spec_path: Path, tmp_path: Path) -> None:
+    """Registry names, folders and reward files are all re-read from inside the project."""
+    from lfc.verify import verify_project
+
+    out = tmp_path / "run"
+    write_project(compile_file(spec_path).files, out)
+    assert verify_project(out) == []

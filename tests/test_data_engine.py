@@ -384,3 +384,30 @@ def test_packed_rows_do_not_attend_across_examples(tmp_path: Path, tiny_model: P
             torch.cat([first, second])[None], position_ids=positions, use_cache=False
         ).logits[0]
     assert torch.allclose(packed, torch.cat(apart), atol=1e-5)
+
+
+def test_alpaca_pairwise_rows_become_prompt_and_two_answers(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    rows = [
+        {"instruction": f"Pick {n}", "input": "", "chosen": f"good {n}", "rejected": f"bad {n}"}
+        for n in range(5)
+    ]
+    spec = """\
+    adapter: lora
+    stage: dpo
+    data:
+      datasets:
+        - {path: pairs.json, format: alpaca, ranking: true}
+    """
+    project = make_project(tmp_path, tiny_model, spec, {"pairs.json": rows})
+    result = run_data(project)
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = processed(project)["train"]
+    assert len(saved) == 5
+    for n, row in enumerate(saved):
+        prompt = decode(tiny_model, row["prompt_ids"])
+        assert prompt.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
+        assert f"Pick {n}" in prompt
+        assert decode(tiny_model, row["chosen_ids"]) == f"good {n}<|eot_id|>"
+        assert decode(tiny_model, row["rejected_ids"]) == f"bad {n}<|eot_id|>"

@@ -41,7 +41,7 @@ for example in examples:
         text, spans = data.render(template, example, context)
         encoding = tokenizer.backend_tokenizer.encode(text, add_special_tokens=False)
         ids = encoding.ids
-        labels = data.label_tokens(ids, encoding.offsets, spans)
+        labels = data.label_tokens(ids, encoding, spans)
         reference = tokenizer.apply_chat_template(
             messages, tools=tools, tokenize=True, return_dict=True,
             return_assistant_tokens_mask=True,

@@ -36,7 +36,7 @@ for name, case in cases.items():
     checked = refused = 0
     for messages in case["conversations"]:
         try:
-            text, spans = data.render(template, messages, context)
+            text, spans = data.render(template, {"messages": messages}, context)
         except data.RowError:
             refused += 1
             try:
@@ -46,7 +46,7 @@ for name, case in cases.items():
             raise AssertionError((name, "lfc refused what transformers renders", messages))
         batch = tokenizer([text], add_special_tokens=False, return_offsets_mapping=True)
         ids = batch["input_ids"][0]
-        labels = data.label_tokens(ids, batch["offset_mapping"][0], spans)
+        labels = data.label_tokens(ids, batch.encodings[0], spans)
         ref = tokenizer.apply_chat_template(
             messages, chat_template=case["source"], tokenize=True, return_dict=True,
             return_assistant_tokens_mask=True,

@@ -368,16 +368,31 @@ def render(template, example: dict, context: dict) -> tuple[str, list[Span]]:
     return "".join(pieces), spans
 
 
-def label_tokens(ids: list[int], offsets: list[Span], spans: list[Span]) -> list[int]:
-    """A token overlapping an assistant span keeps its id; every other one is IGNORE."""
-    from bisect import bisect_left, bisect_right
+def label_tokens(ids: list[int], encoding, spans: list[Span]) -> list[int]:
+    """A token overlapping an assistant span keeps its id; every other one is IGNORE.
 
-    starts = [start for start, _ in offsets]
-    ends = [end for _, end in offsets]
+    `encoding` is the tokenizer's Encoding of the text: it maps a span's first and last
+    character to tokens, as transformers' assistant mask does.
+    """
     labels = [IGNORE] * len(ids)
-    for span_start, span_end in spans:
-        first, stop = bisect_right(ends, span_start), bisect_left(starts, span_end)
-        labels[first:stop] = ids[first:stop]
+    for start, end in spans:
+        if start == end:
+            continue
+        first, last = encoding.char_to_token(start), encoding.char_to_token(end - 1)
+        if first is None or last is None:
+            # A character no token covers: find the overlapping tokens by their offsets.
+            offsets = enumerate(encoding.offsets)
+            covering = [n for n, (a, b) in offsets if a < end and b > start]
+            if not covering:
+                continue
+            first, last = covering[0], covering[-1]
+        # A character split over several byte-level tokens: take all of them.
+        while last + 1 < len(ids):
+            following = encoding.token_to_chars(last + 1)
+            if following is None or following[0] >= end:
+                break
+            last += 1
+        labels[first : last + 1] = ids[first : last + 1]
     return labels
 
 
@@ -470,7 +485,7 @@ def process_chunk(rows: list[Row]) -> Processed:
     encoded = WORKER["backend"].encode_batch(texts, add_special_tokens=False)
     for encoding, (_, spans) in zip(encoded, good, strict=True):
         ids = encoding.ids
-        labels = label_tokens(ids, encoding.offsets, spans)
+        labels = label_tokens(ids, encoding, spans)
         if len(ids) > cutoff:
             ids, labels = truncate(ids, labels, cutoff)
             out.truncated += 1
@@ -554,7 +569,9 @@ def write_rows(results: Iterable[Processed], path: Path, report) -> dict:
     counts = {"rows_read": 0, "rows_kept": 0, "rows_truncated": 0, "rows_rejected": 0}
     counts.update(rows_without_labels=0, label_tokens=0)
     counts.update(tokens=0, max_length=0)
-    writer = None
+    ids = pa.list_(pa.int32())
+    schema = pa.schema([("input_ids", ids), ("labels", ids)])
+    writer = pa.ipc.new_stream(str(path), schema)
     with tqdm(desc="data", unit="row") as progress:
         for result in results:
             size, read = len(result.lengths), result.rows_in
@@ -572,12 +589,9 @@ def write_rows(results: Iterable[Processed], path: Path, report) -> dict:
             counts["rows_kept"] += size
             counts["tokens"] += sum(result.lengths)
             counts["max_length"] = max(counts["max_length"], *result.lengths)
-            batch = pa.RecordBatch.from_pydict(result.columns)
-            if writer is None:
-                writer = pa.ipc.new_stream(str(path), batch.schema)
+            batch = pa.RecordBatch.from_pydict(result.columns, schema=schema)
             writer.write_batch(batch)
-    if writer is not None:
-        writer.close()
+    writer.close()
     return counts
 
 

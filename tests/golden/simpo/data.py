@@ -457,7 +457,14 @@ def write_rows(results: Iterable[Processed], path: Path, report) -> dict:
 
     counts = {"rows_read": 0, "rows_kept": 0, "rows_truncated": 0, "rows_rejected": 0}
     counts.update(tokens=0, max_length=0)
-    writer = None
+    schema = pa.schema(
+        [
+            ("prompt", pa.string()),
+            ("chosen", pa.string()),
+            ("rejected", pa.string()),
+        ]
+    )
+    writer = pa.ipc.new_stream(str(path), schema)
     with tqdm(desc="data", unit="row") as progress:
         for result in results:
             size, read = len(result.lengths), result.rows_in
@@ -472,12 +479,9 @@ def write_rows(results: Iterable[Processed], path: Path, report) -> dict:
             counts["rows_kept"] += size
             counts["tokens"] += sum(result.lengths)
             counts["max_length"] = max(counts["max_length"], *result.lengths)
-            batch = pa.RecordBatch.from_pydict(result.columns)
-            if writer is None:
-                writer = pa.ipc.new_stream(str(path), batch.schema)
+            batch = pa.RecordBatch.from_pydict(result.columns, schema=schema)
             writer.write_batch(batch)
-    if writer is not None:
-        writer.close()
+    writer.close()
     return counts
 
 

@@ -30,7 +30,8 @@ CONVERSATION = [
 def training_ids(tokenizer) -> list[int]:
     """The ids data.py produces for CONVERSATION."""
     template = data.compile_template(CHAT_TEMPLATE)
-    text, _ = data.render(template, CONVERSATION, data.template_context(tokenizer))
+    example = {"messages": CONVERSATION}
+    text, _ = data.render(template, example, data.template_context(tokenizer))
     return tokenizer([text], add_special_tokens=False)["input_ids"][0]
 
 
