@@ -78,3 +78,66 @@ def demo(session: nox.Session) -> None:
     )
     session.run("python", "export.py", env=QUIET_ENV)
     session.run("lfc", "verify", ".")
+
+
+# LLaMA-Factory for the data benchmark, in a virtualenv of its own (its pins clash with lfc's).
+LF_VENV = Path("build/bench/lf-venv")
+LF_REQUIREMENT = "llamafactory==0.9.5"
+# Only CUDA builds of torchvision/torchaudio exist for torch 2.13; they are pinned so pip never
+# swaps the CPU torch, then uninstalled (LLaMA-Factory's text path needs neither).
+LF_CONSTRAINTS = ("torch==2.13.0", "torchvision==0.28.0")
+
+
+def _llamafactory_venv(session: nox.Session) -> Path:
+    """build/bench/lf-venv with LLaMA-Factory 0.9.5 on the CPU torch; made once, then reused."""
+    python = (LF_VENV / "bin" / "python").absolute()  # not resolve(): that leaves the venv
+    marker = LF_VENV / "bench-ready.txt"
+    wanted = f"{LF_REQUIREMENT} {' '.join(LF_CONSTRAINTS)}\n"
+    if python.exists() and marker.exists() and marker.read_text() == wanted:
+        session.log(f"reusing {LF_VENV}")
+        return python
+    shutil.rmtree(LF_VENV, ignore_errors=True)
+    LF_VENV.parent.mkdir(parents=True, exist_ok=True)
+    session.run("python", "-m", "venv", str(LF_VENV))
+    pip = [str(python), "-m", "pip", "install", "-q"]
+    session.run(*pip, TORCH, external=True)
+    constraints = LF_VENV / "constraints.txt"
+    constraints.write_text("\n".join(LF_CONSTRAINTS) + "\n")
+    session.run(*pip, "-c", str(constraints), LF_REQUIREMENT, external=True)
+    uninstall = [str(python), "-m", "pip", "uninstall", "-y", "-q"]
+    session.run(*uninstall, "torchvision", "torchaudio", external=True)
+    marker.write_text(wanted)
+    return python
+
+
+@nox.session(name="bench-data", python="3.11")
+def bench_data(session: nox.Session) -> None:
+    """Data processing: lfc's data.py vs LLaMA-Factory 0.9.5 vs the tokenizer alone.
+
+    Writes docs/benchmarks.md on a full run; `nox -s bench-data -- --samples 500` is a quick one.
+    """
+    _install(session, "tiny,test")
+    lf_python = _llamafactory_venv(session)
+    session.run(
+        "python", "bench/run.py", "--lf-python", str(lf_python), *session.posargs, env=QUIET_ENV
+    )
+
+
+@nox.session(name="bench-train", python="3.11")
+def bench_train(session: nox.Session) -> None:
+    """Training: lfc's train.py vs LLaMA-Factory 0.9.5 vs a bare PyTorch loop (tiny Llama, CPU).
+
+    Writes the Training section of docs/benchmarks.md on a full run (30 steps per run);
+    `nox -s bench-train -- --steps 6` is a quick one. Reuses bench-data's LLaMA-Factory venv.
+    """
+    _install(session, "tiny")
+    # The generated projects' own pins (every project compiles to the same requirements.txt).
+    pins = Path("build/bench-train/pins-project")
+    shutil.rmtree(pins, ignore_errors=True)
+    session.run("lfc", "compile", "examples/quickstart.yaml", "-o", str(pins))
+    session.install("-r", str(pins / "requirements.txt"))
+    lf_python = _llamafactory_venv(session)
+    session.run(
+        "python", "bench/train_bench.py", "--lf-python", str(lf_python), *session.posargs,
+        env=QUIET_ENV,
+    )  # fmt: skip

@@ -42,9 +42,7 @@ def main() -> None:
     hf = AutoTokenizer.from_pretrained(args.model)
     with open(args.data, encoding="utf-8") as rows:
         conversations = [messages(json.loads(line)) for line in rows if line.strip()]
-    texts = [
-        hf.apply_chat_template(m, chat_template=source, tokenize=False) for m in conversations
-    ]
+    texts = [hf.apply_chat_template(m, chat_template=source, tokenize=False) for m in conversations]
     render_s = time.perf_counter() - started
 
     tokenizer = Tokenizer.from_file(str(args.model / "tokenizer.json"))

@@ -89,38 +89,58 @@ class Measured:
     processes: int  # the most processes seen at once
 
 
+# Runs the command from a small process, so the kernel's maxrss of the command is its own: a
+# child forked straight from this (large) harness would inherit the harness's RSS high-water mark.
+LAUNCHER = """
+import json, os, resource, sys, time
+started = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+_, status = os.waitpid(pid, 0)
+wall = time.perf_counter() - started
+maxrss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+with open(sys.argv[1], "w") as out:
+    json.dump({"wall_s": wall, "rc": os.waitstatus_to_exitcode(status), "maxrss_kb": maxrss}, out)
+"""
+
+
 def measure(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> Measured:
     """Run `cmd`, timing it from start to exit and sampling its process tree's RSS (20 Hz)."""
     full_env = {**os.environ, **BASE_ENV, **env}
     log.parent.mkdir(parents=True, exist_ok=True)
     out_path, err_path = log.with_suffix(".out"), log.with_suffix(".err")
+    stats_path = log.with_suffix(".rusage.json")
+    stats_path.unlink(missing_ok=True)
+    launcher = [sys.executable, "-I", "-S", "-c", LAUNCHER, str(stats_path), *cmd]
     with open(out_path, "w") as out, open(err_path, "w") as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=out, stderr=err)
+        proc = subprocess.Popen(launcher, cwd=cwd, env=full_env, stdout=out, stderr=err)
         peak = {"rss": 0, "procs": 0}
         stop = threading.Event()
 
         def sample() -> None:
             while not stop.is_set():
-                pids = _tree(proc.pid)
+                pids = _tree(proc.pid)[1:]  # the command and its children, not the launcher
                 peak["rss"] = max(peak["rss"], sum(_rss(p) for p in pids))
                 peak["procs"] = max(peak["procs"], len(pids))
                 stop.wait(0.05)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - started
+        proc.wait()
         stop.set()
         sampler.join()
-        proc.returncode = os.waitstatus_to_exitcode(status)
+    stats = json.loads(stats_path.read_text())
     return Measured(
-        wall_s=wall,
-        rc=proc.returncode,
+        wall_s=stats["wall_s"],
+        rc=stats["rc"],
         stdout=out_path.read_text(errors="replace"),
         stderr=err_path.read_text(errors="replace"),
         peak_rss_sum=peak["rss"],
-        max_rss_process=usage.ru_maxrss * 1024,
+        max_rss_process=stats["maxrss_kb"] * 1024,
         processes=peak["procs"],
     )
 
@@ -255,8 +275,15 @@ def run_lfc(tok: str, model: Path, data: Path, procs: int, samples: int, args) -
     m, seconds, _ = _best(runs)
     results = [
         Result(
-            tok, "lfc", procs, samples, seconds, _summary_tokens(m.stdout), m.peak_rss_sum,
-            m.max_rss_process, extra={"processes_seen": m.processes},
+            tok,
+            "lfc",
+            procs,
+            samples,
+            seconds,
+            _summary_tokens(m.stdout),
+            m.peak_rss_sum,
+            m.max_rss_process,
+            extra={"processes_seen": m.processes},
         )  # fmt: skip
     ]
     return results + ([cached] if cached else [])
@@ -415,10 +442,8 @@ def tables(results: list[Result], procs: list[int]) -> str:
             row.append(_ratio(lfc, _find(results, tok, "lf", n)))
             lines.append("| " + " | ".join(row) + " |")
     for tok in toks:
-        tokens = next(
-            (r.tokens for r in results if (r.tokenizer, r.contender) == (tok, "limit") and r.tokens),
-            None,
-        )
+        limit = [r for r in results if (r.tokenizer, r.contender) == (tok, "limit")]
+        tokens = next((r.tokens for r in limit if r.tokens), None)
         samples = next(r.samples for r in results if r.tokenizer == tok)
         lines += [
             "",
@@ -437,7 +462,8 @@ def tables(results: list[Result], procs: list[int]) -> str:
             seconds = _fmt(r.seconds, 1)
             if r.contender == "lfc-cached":
                 seconds += f" ({r.extra['percent_of_first']:.1f}% of the first)"
-            row = [label, _procs(r), seconds, _fmt(r.samples_s), _fmt(r.tokens_s)]
+            tokens_s = None if r.contender == "lfc-cached" else r.tokens_s
+            row = [label, _procs(r), seconds, _fmt(r.samples_s), _fmt(tokens_s)]
             row += [_gb(r.peak_rss_sum), _gb(r.max_rss_process)]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
@@ -445,19 +471,28 @@ def tables(results: list[Result], procs: list[int]) -> str:
 
 def report(results: list[Result], args, env: dict) -> str:
     m = env["machine"]
-    lf = env.get("lf_versions") or {}
-    ours = env.get("versions") or {}
-    command = "nox -s bench-data" + (f" -- --samples {args.samples}" if args.samples != FULL_SAMPLES else "")
+    command = "nox -s bench-data"
+    if args.samples != FULL_SAMPLES:
+        command += f" -- --samples {args.samples}"
+
+    def stack(versions: dict | None) -> str:
+        versions = versions or {}
+        names = ("transformers", "tokenizers", "datasets")
+        return ", ".join(f"{n} {versions.get(n, '?')}" for n in names)
+
+    lf_version = (env.get("lf_versions") or {}).get("llamafactory", "?")
     return f"""# Benchmarks
 
 ## Data processing (`nox -s bench-data`)
 
-Reproduce: `{command}` (about 20 minutes on 2 cores; `-- --samples 500` for a quick check).
+Reproduce: `{command}` (`-- --samples 500` for a quick check).
 Measured on {m["cpu"]}, {m["cores"]} cores, {m["memory_gib"]} GiB, {m["os"]}, Python {m["python"]};
-lfc's data.py with transformers {ours.get("transformers", "?")}, tokenizers {ours.get("tokenizers", "?")},
-datasets {ours.get("datasets", "?")}; LLaMA-Factory {lf.get("llamafactory", "?")} in its own virtualenv with
-transformers {lf.get("transformers", "?")}, tokenizers {lf.get("tokenizers", "?")}, datasets {lf.get("datasets", "?")}.
-{time.strftime("%Y-%m-%d", time.gmtime())}, seed {args.seed}, best of {args.repeat} run(s) each.
+lfc's data.py with {stack(env.get("versions"))};
+LLaMA-Factory {lf_version} in its own virtualenv with {stack(env.get("lf_versions"))}.
+{env.get("date", "?")}, seed {args.seed}, best of {args.repeat} run(s) each; the run took
+{env.get("minutes", "?")} minutes, with load averages {env.get("load_before")} before and
+{env.get("load_after")} after it (other work on the machine slows it: the figures are noisy).
+How it measures, and what LLaMA-Factory's install needed: bench/README.md.
 
 The data: {args.samples:,} seeded synthetic sharegpt conversations (bench/synth.py), 2 to 6
 user/assistant pairs each, users writing tens to ~200 words and answers 1 to ~800 words, 30% with a
@@ -468,9 +503,9 @@ cutoff_len {CUTOFF_LEN}.
   already rendered by `apply_chat_template(tokenize=False)`, batches of 1,000; only the encoding is
   timed; 1 thread (`RAYON_NUM_THREADS=1`, `TOKENIZERS_PARALLELISM=false`) and 2 threads.
 - **LLaMA-Factory 0.9.5**: its own `get_train_args`, `load_tokenizer`,
-  `get_template_and_fix_tokenizer` and `get_dataset` (what `run_sft` calls before loading the model),
-  saving to `tokenized_path`, `preprocessing_num_workers` 1 and 2, a fresh datasets cache and
-  `overwrite_cache`; timed from process start to exit (its imports take several seconds of it).
+  `get_template_and_fix_tokenizer` and `get_dataset` (what `run_sft` calls before it loads the
+  model), saving to `tokenized_path`, `preprocessing_num_workers` 1 and 2, a fresh datasets cache
+  and `overwrite_cache`; timed from process start to exit (its imports take several seconds of it).
 - **lfc**: `python data.py` in a freshly compiled project (`--num_proc 2` for two processes), timed
   from process start to exit, including imports and saving. The second run repeats it with
   unchanged inputs, where data.py's cache should answer.
@@ -501,8 +536,15 @@ def main() -> None:
         default=None,
         help="where to write the report too (default: docs/benchmarks.md for a full run)",
     )
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite the report from results.json"
+    )
     args = parser.parse_args()
     args.root = args.root.resolve()
+    if args.report_only:
+        return report_only(args)
+    started = time.perf_counter()
+    load_before = [round(x, 2) for x in os.getloadavg()]
     args.procs = [int(n) for n in args.procs.split(",")]
     toks = args.tokenizers.split(",")
     contenders = args.contenders.split(",")
@@ -540,17 +582,40 @@ def main() -> None:
         "machine": machine(),
         "versions": _versions(sys.executable),
         "lf_versions": _versions(args.lf_python) if Path(args.lf_python).exists() else None,
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "minutes": round((time.perf_counter() - started) / 60, 1),
+        "load_before": load_before,
+        "load_after": [round(x, 2) for x in os.getloadavg()],
     }
+    settings = {"samples": args.samples, "seed": args.seed, "repeat": args.repeat}
+    dump = [vars(r) | {"samples_s": r.samples_s, "tokens_s": r.tokens_s} for r in results]
+    payload = {"args": settings, "env": env, "results": dump}
+    (args.root / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
+    write_outputs(results, args, env)
+
+
+def write_outputs(results: list[Result], args, env: dict) -> None:
     text = report(results, args, env)
     (args.root / "report.md").write_text(text)
-    dump = [vars(r) | {"samples_s": r.samples_s, "tokens_s": r.tokens_s} for r in results]
-    (args.root / "results.json").write_text(json.dumps({"env": env, "results": dump}, indent=2))
     print("\n" + tables(results, args.procs))
     print(f"\nwrote {args.root / 'report.md'} and {args.root / 'results.json'}")
     if args.docs:
         args.docs.parent.mkdir(parents=True, exist_ok=True)
         args.docs.write_text(text)
         print(f"wrote {args.docs}")
+
+
+def report_only(args) -> None:
+    """Rewrite the report from build/bench/results.json, running nothing."""
+    payload = json.loads((args.root / "results.json").read_text())
+    for key, value in payload.get("args", {}).items():
+        setattr(args, key, value)
+    fields = set(Result.__dataclass_fields__)
+    results = [Result(**{k: v for k, v in r.items() if k in fields}) for r in payload["results"]]
+    args.procs = sorted({r.procs for r in results})
+    if args.docs is None and args.samples == FULL_SAMPLES:
+        args.docs = REPO / "docs" / "benchmarks.md"
+    write_outputs(results, args, payload["env"])
 
 
 if __name__ == "__main__":

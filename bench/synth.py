@@ -19,9 +19,9 @@ from pathlib import Path
 
 WORDS_FILE = Path(__file__).with_name("words.txt")
 # Bump when the generator changes, so cached data files are not reused across versions.
-VERSION = 1
+VERSION = 2
 
-_ONSETS = "b c d f g h j k l m n p r s t v w z br ch cl cr dr fl gr kr pl pr sh sk st str th tr".split()
+_ONSETS = "b c d f g h j k l m n p r s t v w z br ch cl cr dr fl gr kr pl pr sh sk st th tr".split()
 _VOWELS = "a e i o u ai ea ee ia io oa ou y".split()
 _CODAS = [""] * 6 + "n r s t l m x nd rk st ng".split()
 
@@ -67,7 +67,8 @@ class TextGenerator:
             word = rng.choices(self.rare, cum_weights=self.rare_cum)[0]
             return word.capitalize() if rng.random() < 0.6 else word
         if roll < 0.03:
-            return str(rng.choice((rng.randint(0, 99), rng.randint(100, 2030), rng.randint(1, 10**6))))
+            high = rng.choice((99, 2030, 10**6))
+            return str(rng.randint(0, high))
         return rng.choices(self.words, cum_weights=self.cum)[0]
 
     def sentence(self, length: int) -> str:
@@ -112,9 +113,7 @@ class TextGenerator:
             if roll < 0.15 and left > 30:
                 items = rng.randint(3, 7)
                 per = max(4, min(30, left // items))
-                parts.append(
-                    "\n".join(f"{i}. {self.sentence(per)}" for i in range(1, items + 1))
-                )
+                parts.append("\n".join(f"{i}. {self.sentence(per)}" for i in range(1, items + 1)))
                 left -= items * per
             elif roll < 0.20 and left > 40:
                 parts.append(self.code_block())

@@ -256,7 +256,8 @@ class Plan:
         flat = "pa.schema([" + ", ".join(fields) + "])"
         if len("    schema = ") + len(flat) <= 88:
             return flat
-        return "pa.schema(\n        [\n" + "".join(f"            {f},\n" for f in fields) + "        ]\n    )"
+        items = "".join(f"            {f},\n" for f in fields)
+        return "pa.schema(\n        [\n" + items + "        ]\n    )"
 
     @property
     def nothing_left_message(self) -> str:

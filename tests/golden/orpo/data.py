@@ -48,7 +48,7 @@ DATASETS = [
         },
     },
 ]
-CHUNK_ROWS = 1000
+CHUNK_ROWS = 256  # rows per batch call to the tokenizer (and per task of a worker)
 # Private-use characters that mark the template's generation spans while rendering.
 SPAN_START, SPAN_END = "\ue000", "\ue001"
 Span = tuple[int, int]

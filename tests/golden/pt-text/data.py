@@ -39,7 +39,7 @@ DATASETS = [
         "columns": {"text": "text"},
     },
 ]
-CHUNK_ROWS = 1000
+CHUNK_ROWS = 256  # rows per batch call to the tokenizer (and per task of a worker)
 Span = tuple[int, int]
 Row = tuple[int, str, int, object]  # (dataset index, file or hub id, row index, row)
 

@@ -69,7 +69,7 @@ DATASETS = [
 # interleave: the chance of drawing the next row from each dataset.
 PROBABILITIES = [0.3, 0.7]
 ALL_EXHAUSTED = True
-CHUNK_ROWS = 1000
+CHUNK_ROWS = 256  # rows per batch call to the tokenizer (and per task of a worker)
 # Private-use characters that mark the template's generation spans while rendering.
 SPAN_START, SPAN_END = "\ue000", "\ue001"
 IGNORE = -100
