@@ -83,6 +83,11 @@ def _environment() -> jinja2.Environment:
 
 def _file_table(plan: Plan) -> list[tuple[str, str]]:
     files = list(_COMMON_FILES)
+    kind = plan.spec.distributed.kind
+    if kind in ("ddp", "fsdp"):
+        files.append((f"accelerate/{kind}.yaml", f"project/accelerate/{kind}.yaml.j2"))
+        files.append(("launch.sh", "project/launch.sh.j2"))
+        files.append(("slurm.sbatch", "project/slurm.sbatch.j2"))
     stage = "sft" if plan.stage == "pt" else plan.stage
     files.append(("train.py", f"project/stages/{stage}.py.j2"))
     if plan.stage == "grpo":

@@ -331,6 +331,7 @@ def _config(spec: Spec) -> dict[str, dict[str, Any]]:
         training["use_cpu"] = True
         training["bf16"] = False
     groups[f"training (TRL {TRAINERS[spec.stage.kind][2]})"] = training
+    groups["run"] = {"auto_resume": train.auto_resume}
     groups["export and chat"] = {
         "export_dir": EXPORT_DIR,
         "chat_max_new_tokens": 128,

@@ -735,6 +735,11 @@ class TrainSpec(Section):
         description="Experiment trackers. Supported now: `tensorboard` "
         "(logs under output_dir/runs).",
     )
+    auto_resume: bool = Field(
+        default=True,
+        description="Rerunning train.py after a crash resumes from the newest complete "
+        "checkpoint in output_dir (a half-written one is never used). Off: start over.",
+    )
     gradient_checkpointing: bool = Field(
         default=False,
         description="Recompute activations in the backward pass: less memory, ~20% slower.",
@@ -744,6 +749,70 @@ class TrainSpec(Section):
     @classmethod
     def _output_inside(cls, value: str) -> str:
         return _relative_path(value, "output_dir")
+
+
+class SingleDistributed(Section):
+    kind: Literal["single"] = Field(description="One process on one machine.")
+
+
+class _MultiProcess(Section):
+    num_processes: int = Field(
+        default=2, ge=1, le=1024, description="Processes (ranks) per machine: one per GPU."
+    )
+    num_machines: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description="Machines. Each one's rank and the main machine's address are given when "
+        "launching (launch.sh / slurm.sbatch), never written into the project.",
+    )
+
+
+class DdpDistributed(_MultiProcess):
+    kind: Literal["ddp"] = Field(
+        description="Data parallel: every rank holds the whole model, gradients are averaged."
+    )
+
+
+class FsdpDistributed(_MultiProcess):
+    kind: Literal["fsdp"] = Field(
+        description="FSDP2 (torch fully_shard): parameters, gradients and optimizer state "
+        "sharded over the ranks, decoder layers wrapped one by one."
+    )
+    reshard_after_forward: bool = Field(
+        default=True, description="Free the gathered parameters after each layer's forward."
+    )
+    state_dict_type: Literal["FULL_STATE_DICT", "SHARDED_STATE_DICT"] = Field(
+        default="FULL_STATE_DICT",
+        description="Checkpoints as one full state dict (loadable anywhere) or per-rank shards.",
+    )
+    cpu_ram_efficient_loading: bool = Field(
+        default=True,
+        description="Only rank 0 reads the weights; the others receive them (saves host RAM).",
+    )
+    offload_params: bool = Field(
+        default=False, description="Keep sharded parameters in CPU memory between uses."
+    )
+    activation_checkpointing: bool = Field(
+        default=False, description="FSDP's own activation checkpointing of each wrapped layer."
+    )
+
+
+class DeepspeedDistributed(_MultiProcess):
+    kind: Literal["deepspeed"] = Field(
+        description="DeepSpeed ZeRO (needs CUDA GPUs and a GPU pin set)."
+    )
+    zero_stage: Literal[2, 3] = Field(default=2, description="ZeRO stage 2 or 3.")
+    offload_optimizer: bool = Field(default=False, description="Optimizer state in CPU memory.")
+    offload_params: bool = Field(
+        default=False, description="Parameters in CPU memory (ZeRO-3 only)."
+    )
+
+
+Distributed = Annotated[
+    SingleDistributed | DdpDistributed | FsdpDistributed | DeepspeedDistributed,
+    Field(discriminator="kind"),
+]
 
 
 class PinsSpec(Section):
@@ -793,6 +862,11 @@ class Spec(Section):
     )
     data: DataSpec = Field(description="Training data and how it is processed.")
     train: TrainSpec = Field(default_factory=TrainSpec, description="Training hyperparameters.")
+    distributed: Distributed = Field(
+        default_factory=lambda: SingleDistributed(kind="single"),
+        description="How train.py is launched: single, ddp, fsdp or deepspeed "
+        "(`distributed: ddp` is short for `{kind: ddp}`).",
+    )
     pins: PinsSpec = Field(default_factory=PinsSpec, description="Pinned dependency set.")
 
     @model_validator(mode="after")
@@ -824,13 +898,34 @@ class Spec(Section):
             raise ValueError(
                 "the kto loss estimates its KL term within a batch: set train.batch_size >= 2"
             )
+        distributed = self.distributed
+        if distributed.kind == "deepspeed" and self.pins.target == "cpu":
+            raise ValueError(
+                "DeepSpeed needs CUDA GPUs, but pins.target is cpu: use distributed: ddp or fsdp"
+            )
+        if (
+            distributed.kind != "single"
+            and distributed.num_machines > 1
+            and (self.pins.target == "cpu")
+        ):
+            raise ValueError(
+                "multi-node training needs a GPU pin set (pins.target cpu is for one machine)"
+            )
+        if (
+            isinstance(distributed, DeepspeedDistributed)
+            and distributed.offload_params
+            and (distributed.zero_stage != 3)
+        ):
+            raise ValueError("distributed.offload_params needs zero_stage 3")
+        if self.stage.kind == "ppo" and distributed.kind != "single":
+            raise ValueError("the ppo stage (TRL 1.12 PPOTrainer) runs as a single process here")
         if self.data.packing and self.stage.kind != "sft":
             raise ValueError(
                 "data.packing applies to stage sft (pt always packs into blocks); remove it"
             )
         return self
 
-    @field_validator("adapter", "stage", mode="before")
+    @field_validator("adapter", "stage", "distributed", mode="before")
     @classmethod
     def _kind_shorthand(cls, value: Any) -> Any:
         """`adapter: full` is short for `adapter: {kind: full}`."""

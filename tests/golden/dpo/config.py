@@ -57,6 +57,13 @@ class DataArguments:
 
 
 @dataclass
+class RunArguments:
+    auto_resume: bool = field(
+        default=True, metadata={"help": "Resume from the newest complete checkpoint."}
+    )
+
+
+@dataclass
 class ExportArguments:
     export_dir: str = field(
         default="exported", metadata={"help": "Where export.py saves."}
@@ -73,6 +80,7 @@ class Args:
     model: ModelArguments
     lora: LoraArguments
     data: DataArguments
+    run: RunArguments
     export: ExportArguments
     training: "DPOConfig"
 
@@ -103,6 +111,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
             ModelArguments,
             LoraArguments,
             DataArguments,
+            RunArguments,
             ExportArguments,
             DPOConfig,
         )

@@ -49,6 +49,13 @@ class DataArguments:
 
 
 @dataclass
+class RunArguments:
+    auto_resume: bool = field(
+        default=True, metadata={"help": "Resume from the newest complete checkpoint."}
+    )
+
+
+@dataclass
 class ExportArguments:
     export_dir: str = field(
         default="exported", metadata={"help": "Where export.py saves."}
@@ -64,6 +71,7 @@ class Args:
 
     model: ModelArguments
     data: DataArguments
+    run: RunArguments
     export: ExportArguments
     training: "PPOConfig"
 
@@ -94,6 +102,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
         (
             ModelArguments,
             DataArguments,
+            RunArguments,
             ExportArguments,
             PPOConfig,
         )

@@ -10,6 +10,7 @@ PPOTrainer cannot resume from a checkpoint: rerun from the start.
 
 import hashlib
 import json
+from importlib import metadata
 from pathlib import Path
 
 from datasets import load_from_disk
@@ -33,6 +34,27 @@ def check_processed_data(processed_dir: str, cutoff_len: int) -> None:
         )
 
 
+def record_run(args) -> None:
+    """Write output_dir/lfc_run.json: the resolved settings, package versions, lock hash."""
+    if args.training.process_index != 0:
+        return
+    settings = {
+        group: vars(value) if group != "training" else value.to_dict()
+        for group, value in vars(args).items()
+    }
+    packages = {}
+    for line in Path("requirements.txt").read_text(encoding="utf-8").splitlines():
+        name = line.split("==")[0].strip()
+        if name and not name.startswith(("#", "-")):
+            packages[name] = metadata.version(name)
+    lock = hashlib.sha256(Path("lfc.lock.json").read_bytes()).hexdigest()
+    record = {"lock_sha256": lock, "packages": packages, "settings": settings}
+    output = Path(args.training.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(record, indent=2, default=str) + "\n"
+    (output / "lfc_run.json").write_text(text, encoding="utf-8")
+
+
 def main() -> None:
     args = parse_args()
     training = args.training
@@ -53,6 +75,7 @@ def main() -> None:
         value_model=load_reward_model(args.model, tokenizer, trust, path=reward_path),
         train_dataset=dataset["train"],
     )
+    record_run(args)
     trainer.train()
     trainer.save_model(training.output_dir)
     if trainer.is_world_process_zero():

@@ -56,6 +56,13 @@ class DataArguments:
 
 
 @dataclass
+class RunArguments:
+    auto_resume: bool = field(
+        default=True, metadata={"help": "Resume from the newest complete checkpoint."}
+    )
+
+
+@dataclass
 class ExportArguments:
     export_dir: str = field(
         default="exported", metadata={"help": "Where export.py saves."}
@@ -72,6 +79,7 @@ class Args:
     model: ModelArguments
     freeze: FreezeArguments
     data: DataArguments
+    run: RunArguments
     export: ExportArguments
     training: "SFTConfig"
 
@@ -102,6 +110,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
             ModelArguments,
             FreezeArguments,
             DataArguments,
+            RunArguments,
             ExportArguments,
             SFTConfig,
         )

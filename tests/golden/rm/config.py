@@ -46,6 +46,13 @@ class DataArguments:
 
 
 @dataclass
+class RunArguments:
+    auto_resume: bool = field(
+        default=True, metadata={"help": "Resume from the newest complete checkpoint."}
+    )
+
+
+@dataclass
 class ExportArguments:
     export_dir: str = field(
         default="exported", metadata={"help": "Where export.py saves."}
@@ -61,6 +68,7 @@ class Args:
 
     model: ModelArguments
     data: DataArguments
+    run: RunArguments
     export: ExportArguments
     training: "RewardConfig"
 
@@ -90,6 +98,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
         (
             ModelArguments,
             DataArguments,
+            RunArguments,
             ExportArguments,
             RewardConfig,
         )
