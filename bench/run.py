@@ -601,8 +601,17 @@ def write_outputs(results: list[Result], args, env: dict) -> None:
     print(f"\nwrote {args.root / 'report.md'} and {args.root / 'results.json'}")
     if args.docs:
         args.docs.parent.mkdir(parents=True, exist_ok=True)
-        args.docs.write_text(text)
+        args.docs.write_text(text + kept_training_section(args.docs))
         print(f"wrote {args.docs}")
+
+
+def kept_training_section(docs: Path) -> str:
+    """The bench-train section of an existing docs/benchmarks.md, kept when rewriting it."""
+    begin, end = "<!-- bench-train:begin -->", "<!-- bench-train:end -->"
+    old = docs.read_text() if docs.is_file() else ""
+    if begin not in old or end not in old:
+        return ""
+    return "\n" + old[old.index(begin) : old.index(end) + len(end)] + "\n"
 
 
 def report_only(args) -> None:

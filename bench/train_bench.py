@@ -680,7 +680,7 @@ BEGIN, END = "<!-- bench-train:begin -->", "<!-- bench-train:end -->"
 def section(results: list[Result], args, env: dict) -> str:
     m = env["machine"]
     versions = env["versions"] or {}
-    lf_versions = env["lf_versions"] or {}
+    lf_versions = {k: v for k, v in (env["lf_versions"] or {}).items() if k != "lfc"}
     quick = "" if args.steps >= FULL_STEPS else f" (quick run: {args.steps} steps)"
     return f"""{BEGIN}
 ## Training
@@ -727,6 +727,16 @@ bench/train_data.py.
   row with restarting position ids (what lfc's packed train.py trains on). *8 rows*: the same bins
   kept as 8 rows of ≤{CUTOFF} tokens with per-row restarting position ids, a diagnostic of the
   layout.
+- **diagnostic: plain HF loss** (not lfc's output): the same project and command, except that a
+  wrapper script (bench_plain_loss.py, written into the project) replaces
+  `SFTTrainer.compute_loss` by `transformers.Trainer.compute_loss`, i.e. the model's own
+  cross-entropy instead of TRL's fused, tiled LM head with its entropy and token-accuracy metrics.
+
+Differences that are the contenders' own, not the benchmark's: LLaMA-Factory truncates a long
+conversation inside its turns to exactly cutoff_len, so on the long set its unpacked rows are all
+{CUTOFF} tokens (no padding), where lfc cuts after whole turns (mean 440 tokens); its `packing`
+(without `neat_`) lets packed examples attend to each other (all-ones mask, plain causal
+attention), while `neat_packing`, like lfc's packing, keeps them apart.
 
 **How it is measured.** A probe (bench/train_probe.py) is loaded through a generated
 `sitecustomize.py` on the command's PYTHONPATH; neither project is edited. It wraps
@@ -792,6 +802,9 @@ def main() -> None:
     parser.add_argument("--adapters", default="lora,full")
     parser.add_argument("--contenders", default="limit,lfc,lfc-plain,lf")
     parser.add_argument(
+        "--from-results", action="store_true", help="only re-render the report from results.json"
+    )
+    parser.add_argument(
         "--docs", type=Path, default=None, help="default: docs/benchmarks.md on a full run"
     )
     args = parser.parse_args()
@@ -810,6 +823,20 @@ def main() -> None:
     )
     if args.docs is None and full:
         args.docs = REPO / "docs" / "benchmarks.md"
+
+    if args.from_results:
+        saved = json.loads((args.root / "results.json").read_text())
+        env = saved["env"]
+        args.steps, args.skip = env["steps"], env["skip"]
+        results = [Result(**r) for r in saved["results"]]
+        text = section(results, args, env)
+        (args.root / "report.md").write_text(text)
+        print(text)
+        docs = args.docs or (REPO / "docs" / "benchmarks.md" if args.steps >= FULL_STEPS else None)
+        if docs:
+            write_docs(docs, text)
+            print(f"wrote the Training section of {docs}")
+        return
 
     args.probe_dir = args.root / "probe"
     args.probe_dir.mkdir(parents=True, exist_ok=True)
