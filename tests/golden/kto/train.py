@@ -3,7 +3,7 @@
 Run: accelerate launch --config_file accelerate/single.yaml train.py [--max_steps 5 ...]
 Needs data/processed/ from `python data.py` (tokenized prompts, answers and labels).
 Reference model: the base model itself, with the LoRA adapter switched off.
-Resume: add `--resume_from_checkpoint last` (or a checkpoint folder).
+Resume: rerun the same command (auto_resume: newest complete checkpoint in output_dir).
 """
 
 import hashlib

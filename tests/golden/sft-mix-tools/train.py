@@ -4,7 +4,7 @@ Run: accelerate launch --config_file accelerate/single.yaml train.py [--max_step
 Needs data/processed/ from `python data.py`.
 Packing: several examples share a row (best-fit decreasing); their position ids restart at each
 example, so attention never crosses from one example into another.
-Resume: add `--resume_from_checkpoint last` (or a checkpoint folder).
+Resume: rerun the same command (auto_resume: newest complete checkpoint in output_dir).
 """
 
 import hashlib

@@ -3,7 +3,7 @@
 Run: accelerate launch --config_file accelerate/single.yaml train.py [--max_steps 5 ...]
 Needs data/processed/ from `python data.py` (prompts and answers rendered with
 chat_template.jinja; the trainer tokenizes them and truncates to max_length).
-Resume: add `--resume_from_checkpoint last` (or a checkpoint folder).
+Resume: rerun the same command (auto_resume: newest complete checkpoint in output_dir).
 """
 
 import hashlib
