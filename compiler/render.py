@@ -88,7 +88,10 @@ def _file_table(plan: Plan) -> list[tuple[str, str]]:
         files.append((f"accelerate/{kind}.yaml", f"project/accelerate/{kind}.yaml.j2"))
         files.append(("launch.sh", "project/launch.sh.j2"))
         files.append(("slurm.sbatch", "project/slurm.sbatch.j2"))
-    stage = "sft" if plan.stage == "pt" else plan.stage
+    # pt is SFT on blocks; orpo and simpo share one blueprint (trainers fed rendered texts).
+    stage = {"pt": "sft", "orpo": "text_preference", "simpo": "text_preference"}.get(
+        plan.stage, plan.stage
+    )
     files.append(("train.py", f"project/stages/{stage}.py.j2"))
     if plan.stage == "grpo":
         files.append(("rewards.py", "project/rewards.py.j2"))

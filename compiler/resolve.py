@@ -144,9 +144,13 @@ class Plan:
         return sorted(self.readers - {"hub"})
 
     @property
+    def file_suffixes(self) -> list[str]:
+        """The suffixes of every local data file, sorted."""
+        return sorted({"." + f.rsplit(".", 1)[-1] for d in self.datasets for f in d.files})
+
+    @property
     def tabular_suffixes(self) -> list[str]:
-        suffixes = {"." + f.rsplit(".", 1)[-1] for d in self.datasets for f in d.files}
-        return sorted(s for s in suffixes if s in TABULAR_BUILDERS)
+        return [s for s in self.file_suffixes if s in TABULAR_BUILDERS]
 
     @property
     def tabular_builders(self) -> dict[str, str]:
@@ -159,8 +163,7 @@ class Plan:
     @property
     def readers_table(self) -> str:
         """data.py's READERS: file suffix -> reader function, for the suffixes in use."""
-        suffixes = sorted({"." + f.rsplit(".", 1)[-1] for d in self.datasets for f in d.files})
-        lines = "".join(f'    "{s}": read_{READERS[s]},\n' for s in suffixes)
+        lines = "".join(f'    "{s}": read_{READERS[s]},\n' for s in self.file_suffixes)
         return "{\n" + lines + "}"
 
     @property
