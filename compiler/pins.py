@@ -17,6 +17,10 @@ class PinSet:
     reason: str
     torch_index: str
     python: str
+    train_image: str = ""  # the training Dockerfile's base image (name:tag; digest separate)
+    uv: str = ""  # the uv release the Dockerfile installs requirements with
+    image_note: str = ""
+
 
     def requirement_lines(self) -> list[str]:
         return [f"{name}=={version}" for name, version in sorted(self.packages.items())]
@@ -41,4 +45,43 @@ def training_pins(target: str, extras: tuple[str, ...], stage: str = "sft") -> P
         packages.update(entry["extras"][extra])
     if extras:
         reason += f" Added for this spec: {', '.join(extras)}."
-    return PinSet(target, packages, reason, entry["torch_index"], entry["python"])
+    docker = entry["docker"]
+    return PinSet(
+        target,
+        packages,
+        reason,
+        entry["torch_index"],
+        entry["python"],
+        docker["train_image"],
+        docker["uv"],
+        docker["note"],
+    )
+
+
+@dataclass(frozen=True)
+class ServingPins:
+    """The vLLM serving stack: exact versions, its image and the LoRA ranks it accepts."""
+
+    packages: dict[str, str]
+    python: str
+    image: str
+    reason: str
+    max_lora_ranks: tuple[int, ...]
+
+    def requirement_lines(self) -> list[str]:
+        return [f"{name}=={version}" for name, version in sorted(self.packages.items())]
+
+    def max_lora_rank(self, rank: int) -> int:
+        """The smallest --max-lora-rank vLLM accepts that holds an adapter of `rank`."""
+        return min(r for r in self.max_lora_ranks if r >= rank)
+
+
+def serving_pins() -> ServingPins:
+    entry = _matrix()["serving"]["vllm"]
+    return ServingPins(
+        dict(entry["packages"]),
+        entry["python"],
+        entry["image"],
+        entry["reason"],
+        tuple(entry["max_lora_ranks"]),
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shlex
 from collections.abc import Mapping
 from functools import cache
 from typing import Any
@@ -18,6 +19,7 @@ import jinja2
 import yaml
 
 from lfc.errors import InputError
+from lfc.ollama import modelfile
 from lfc.python_literals import py_block, py_literal
 from lfc.resolve import EXPORT_DIR, PROCESSED_DIR, Plan, resolve
 from lfc.schemas.spec import DATA_SUFFIXES, CustomTemplate, Spec
@@ -35,11 +37,23 @@ _COMMON_FILES = (
     ("config.py", "project/config.py.j2"),
     ("model.py", "project/model.py.j2"),
     ("data.py", "project/data.py.j2"),
-    ("chat.py", "project/chat.py.j2"),
-    ("export.py", "project/export.py.j2"),
     (".gitignore", "project/gitignore.j2"),
+    ("Dockerfile", "project/Dockerfile.j2"),
+    (".dockerignore", "project/dockerignore.j2"),
     ("tests/test_chat_template.py", "project/tests/test_chat_template.py.j2"),
 )
+
+
+# The trained model's chat, export and serving files (every stage but rm, a scorer).
+_SERVING_FILES = [
+    ("chat.py", "project/chat.py.j2"),
+    ("export.py", "project/export.py.j2"),
+    ("serve.py", "project/serve.py.j2"),
+    ("serve_vllm.sh", "project/serve_vllm.sh.j2"),
+    ("requirements-serve.txt", "project/requirements-serve.txt.j2"),
+    ("Dockerfile.serve", "project/Dockerfile.serve.j2"),
+    ("Dockerfile.serve.dockerignore", "project/Dockerfile.serve.dockerignore.j2"),
+]
 
 
 def yaml_scalar(value: Any) -> str:
@@ -65,6 +79,14 @@ def yaml_scalar(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} into config.yaml")
 
 
+def shell_word(value: Any) -> str:
+    """`value` as one shell word: bash reads it back unchanged, never as code."""
+    text = str(value)
+    if any(ord(c) < 32 and c != "\t" for c in text):
+        raise InputError(f"{text!r} holds a control character and cannot go into a shell script")
+    return shlex.quote(text)
+
+
 @cache
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
@@ -78,6 +100,7 @@ def _environment() -> jinja2.Environment:
     env.filters["yaml"] = yaml_scalar
     env.filters["py"] = py_literal
     env.filters["py_block"] = py_block
+    env.filters["sh"] = shell_word
     return env
 
 
@@ -93,6 +116,8 @@ def _file_table(plan: Plan) -> list[tuple[str, str]]:
         plan.stage, plan.stage
     )
     files.append(("train.py", f"project/stages/{stage}.py.j2"))
+    if plan.generative:
+        files += _SERVING_FILES
     if plan.stage == "grpo":
         files.append(("rewards.py", "project/rewards.py.j2"))
     return files
@@ -105,6 +130,8 @@ def _render(blueprint: str, plan: Plan) -> str:
         spec=plan.spec,
         template=plan.template,
         pins=plan.pins,
+        serving=plan.serving,
+        image_name=plan.image_name,
         processed_dir=PROCESSED_DIR,
         export_dir=EXPORT_DIR,
         version=__version__,
@@ -115,6 +142,8 @@ def _render(blueprint: str, plan: Plan) -> str:
 def normalized_spec(plan: Plan) -> bytes:
     """The spec as the project keeps it: every default spelled out, data paths inside it."""
     data = plan.spec.model_dump(mode="json")
+    if not plan.generative:  # a reward model has no serve or export settings
+        del data["serve"], data["export"]
     if isinstance(data["template"], dict):
         data["template"]["jinja"] = "chat_template.jinja"
     for dataset, resolved in zip(data["data"]["datasets"], plan.datasets, strict=True):
@@ -153,6 +182,7 @@ def lock_file(plan: Plan, files: Mapping[str, bytes]) -> bytes:
             "target": plan.pins.target,
             "reason": plan.pins.reason,
             "training": plan.pins.packages,
+            **({"serving": plan.serving.packages} if plan.generative else {}),
         },
         "chat_template": {
             "name": plan.template.name,
@@ -187,6 +217,9 @@ def render_plan(plan: Plan, inputs: Mapping[str, bytes]) -> dict[str, bytes]:
         text = _render(blueprint, plan)
         files[path] = text.encode("utf-8")
     files["chat_template.jinja"] = plan.template.source.encode("utf-8")
+    if plan.generative and plan.spec.export.ollama:
+        text = modelfile(plan.template, EXPORT_DIR, plan.stop_token_strings)
+        files["Modelfile"] = text.encode("utf-8")
     for dataset in plan.datasets:
         for source, target in zip(dataset.source_files, dataset.files, strict=True):
             if source not in inputs:

@@ -5,6 +5,7 @@ Pure: no file system access. The plan is what the blueprints render from.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 from lfc.chat_templates import ChatTemplate, get_template
 from lfc.custom_template import custom_chat_template
 from lfc.errors import InputError
-from lfc.pins import PinSet, training_pins
+from lfc.pins import PinSet, ServingPins, serving_pins, training_pins
 from lfc.python_literals import py_pretty
 from lfc.schemas.spec import STAGE_SHAPES, CustomTemplate, Spec
 
@@ -103,6 +104,20 @@ class Plan:
     pins: PinSet
     datasets: tuple[DatasetPlan, ...]
     config: dict[str, dict[str, Any]]
+    serving: ServingPins
+
+    @property
+    def image_name(self) -> str:
+        """Docker image name stem: the served model name, as Docker spells names."""
+        name = re.sub(r"[^a-z0-9._-]+", "-", self.spec.serve.served_model_name.lower())
+        return name.strip("-._") or "lfc-model"
+
+    @property
+    def stop_token_strings(self) -> list[str]:
+        """Tokens that end generation, as far as the template names them (for Ollama)."""
+        template = self.template
+        tokens = [template.end_of_turn, *template.stop_tokens, template.eos_token]
+        return list(dict.fromkeys(t for t in tokens if t))
 
     @property
     def adapter(self) -> str:
@@ -118,6 +133,11 @@ class Plan:
         if self.stage in ("grpo", "ppo"):
             return "prompt"
         return STAGE_SHAPES[self.stage]
+
+    @property
+    def generative(self) -> bool:
+        """The trained model answers chats (every stage but rm, which trains a scorer)."""
+        return self.stage != "rm"
 
     @property
     def data_product(self) -> str:
@@ -335,10 +355,22 @@ def _config(spec: Spec) -> dict[str, dict[str, Any]]:
         training["bf16"] = False
     groups[f"training (TRL {TRAINERS[spec.stage.kind][2]})"] = training
     groups["run"] = {"auto_resume": train.auto_resume}
-    groups["export and chat"] = {
+    if spec.stage.kind == "rm":
+        return groups
+    export: dict[str, Any] = {
         "export_dir": EXPORT_DIR,
-        "chat_max_new_tokens": 128,
-        "chat_temperature": 0.0,
+        "export_dtype": spec.export.dtype,
+        "export_max_shard_size": spec.export.max_shard_size,
+    }
+    if adapter.kind == "lora":
+        export["export_extra_adapters"] = list(spec.export.extra_adapters)
+    groups["export and chat"] = {**export, "chat_max_new_tokens": 128, "chat_temperature": 0.0}
+    serve = spec.serve
+    groups["serve (serve.py)"] = {
+        "serve_host": serve.host,
+        "serve_port": serve.port,
+        "served_model_name": serve.served_model_name,
+        "serve_max_model_len": serve.max_model_len,
     }
     return groups
 
@@ -450,7 +482,16 @@ def resolve(
     return Plan(
         spec=spec,
         template=template,
-        pins=training_pins(spec.pins.target, tuple(spec.train.report_to), spec.stage.kind),
+        pins=training_pins(spec.pins.target, _extras(spec), spec.stage.kind),
         datasets=datasets,
         config=_config(spec),
+        serving=serving_pins(),
     )
+
+
+def _extras(spec: Spec) -> tuple[str, ...]:
+    """The optional packages this spec uses (each pinned only then)."""
+    extras = list(spec.train.report_to)
+    if spec.export.quantization != "none":
+        extras.append("bitsandbytes")
+    return tuple(extras)

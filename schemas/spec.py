@@ -822,6 +822,117 @@ class PinsSpec(Section):
     )
 
 
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_SIZE_RE = re.compile(r"^[1-9][0-9]*(KB|MB|GB|KiB|MiB|GiB)$")
+
+
+class ExportSpec(Section):
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto",
+        description="dtype of the exported weights; auto keeps the dtype the model trained in.",
+    )
+    max_shard_size: str = Field(
+        default="5GB",
+        description="Largest safetensors shard export.py writes (e.g. 2GB, 500MB).",
+    )
+    extra_adapters: tuple[str, ...] = Field(
+        default=(),
+        description="LoRA only: more adapter folders (paths as seen from the project) merged, "
+        "in order, after this project's own adapter.",
+    )
+    quantization: Literal["none", "bnb-8bit", "bnb-4bit"] = Field(
+        default="none",
+        description="Also write a bitsandbytes-quantized copy (exported-bnb-8bit/ or "
+        "exported-bnb-4bit/, nf4 with double quantization); pins bitsandbytes.",
+    )
+    ollama: bool = Field(
+        default=True,
+        description="Write an Ollama `Modelfile` (TEMPLATE derived from the chat template, "
+        "stop tokens) for `ollama create NAME -f Modelfile`.",
+    )
+
+    @field_validator("max_shard_size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        if not _SIZE_RE.match(value):
+            raise ValueError(f"max_shard_size is a number and a unit like 5GB or 500MB, got {value!r}")
+        return value
+
+    @field_validator("extra_adapters")
+    @classmethod
+    def _adapter_paths(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for path in value:
+            if not path.strip() or any(ord(c) < 32 for c in path):
+                raise ValueError(f"extra adapter path {path!r} is empty or has control characters")
+        return value
+
+
+class ServeSpec(Section):
+    host: str = Field(
+        default="127.0.0.1",
+        description="Address the servers bind (0.0.0.0 to accept other machines; the serving "
+        "image always binds 0.0.0.0 inside its container).",
+    )
+    port: int = Field(default=8000, ge=1, le=65535, description="TCP port of the servers.")
+    served_model_name: str = Field(
+        default="lfc-model",
+        description="The model name clients send (`model=` in the OpenAI client).",
+    )
+    lora_adapter: bool = Field(
+        default=False,
+        description="LoRA only: vLLM serves the base model plus this project's adapter "
+        "(--enable-lora) under served_model_name, instead of the merged export.",
+    )
+    max_model_len: int | None = Field(
+        default=None,
+        gt=0,
+        description="Longest prompt plus answer in tokens; None: the model's own limit.",
+    )
+    tensor_parallel_size: int = Field(
+        default=1, ge=1, le=64, description="vLLM: GPUs one model is split over."
+    )
+    gpu_memory_utilization: float = Field(
+        default=0.9, gt=0, le=1, description="vLLM: fraction of GPU memory it may take."
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9.:-]{1,253}$", value):
+            raise ValueError(f"host must be an IP address or host name, got {value!r}")
+        return value
+
+    @field_validator("served_model_name")
+    @classmethod
+    def _served_name(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$", value):
+            raise ValueError(
+                "served_model_name may hold letters, digits and _ . : / - "
+                f"(starting with a letter or digit), got {value!r}"
+            )
+        return value
+
+
+class DockerSpec(Section):
+    train_base_digest: str | None = Field(
+        default=None,
+        description="sha256 digest of the training image's base (see the project README for "
+        "the command that reads it); None: give it at build time with --build-arg BASE_DIGEST.",
+    )
+    serve_base_digest: str | None = Field(
+        default=None,
+        description="sha256 digest of the vllm/vllm-openai image; None: give it at build time "
+        "with --build-arg VLLM_DIGEST.",
+    )
+
+    @field_validator("train_base_digest", "serve_base_digest")
+    @classmethod
+    def _digest(cls, value: str | None) -> str | None:
+        if value is not None and not _DIGEST_RE.match(value):
+            raise ValueError(f"an image digest looks like sha256:<64 hex digits>, got {value!r}")
+        return value
+
+
 class CustomTemplate(Section):
     jinja: str = Field(
         description="A Hugging Face-style Jinja chat template file, relative to the spec. "
@@ -868,6 +979,16 @@ class Spec(Section):
         "(`distributed: ddp` is short for `{kind: ddp}`).",
     )
     pins: PinsSpec = Field(default_factory=PinsSpec, description="Pinned dependency set.")
+    export: ExportSpec = Field(
+        default_factory=ExportSpec, description="What export.py writes: the standalone model."
+    )
+    serve: ServeSpec = Field(
+        default_factory=ServeSpec,
+        description="serve.py (CPU, transformers) and serve_vllm.sh (vLLM) settings.",
+    )
+    docker: DockerSpec = Field(
+        default_factory=DockerSpec, description="Base image digests of the two Dockerfiles."
+    )
 
     @model_validator(mode="after")
     def _data_fits_stage(self) -> Spec:
@@ -919,6 +1040,22 @@ class Spec(Section):
             raise ValueError("distributed.offload_params needs zero_stage 3")
         if self.stage.kind == "ppo" and distributed.kind != "single":
             raise ValueError("the ppo stage (TRL 1.12 PPOTrainer) runs as a single process here")
+        if self.adapter.kind != "lora" and self.export.extra_adapters:
+            raise ValueError("export.extra_adapters merges LoRA adapters: it needs adapter lora")
+        if self.adapter.kind != "lora" and self.serve.lora_adapter:
+            raise ValueError("serve.lora_adapter serves a LoRA adapter: it needs adapter lora")
+        if self.serve.lora_adapter and self.adapter.rank > 512:
+            raise ValueError(
+                f"vLLM serves LoRA adapters up to rank 512 (--max-lora-rank); adapter.rank is "
+                f"{self.adapter.rank}: lower it, or serve the merged export (lora_adapter: false)"
+            )
+        if self.stage.kind == "rm" and (
+            "serve" in self.model_fields_set or "export" in self.model_fields_set
+        ):
+            raise ValueError(
+                "stage rm trains a reward model (a scorer, not a chat model): it has no "
+                "serve or export settings; remove them"
+            )
         if self.data.packing and self.stage.kind != "sft":
             raise ValueError(
                 "data.packing applies to stage sft (pt always packs into blocks); remove it"

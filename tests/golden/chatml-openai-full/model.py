@@ -12,7 +12,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from config import ModelArguments
+from config import Args, ModelArguments
 
 TEMPLATE_FILE = Path(__file__).with_name("chat_template.jinja")
 CHAT_TEMPLATE = TEMPLATE_FILE.read_text(encoding="utf-8")
@@ -69,3 +69,21 @@ def load_model(
         attn_implementation=args.attn_implementation,
         trust_remote_code=trust_remote_code,
     )
+
+
+def load_for_inference(
+    args: Args,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
+    """The model chat.py and serve.py answer with, its tokenizer, and where it came from.
+
+    The export when export.py has run, otherwise the base model with the trained weights.
+    """
+    trust = args.trust_remote_code
+    tokenizer = load_tokenizer(args.model, trust)
+    if Path(args.export.export_dir).is_dir():
+        model = load_model(args.model, args.export.export_dir, trust)
+        origin = f"{args.export.export_dir}/"
+    else:
+        model = load_model(args.model, args.training.output_dir, trust)
+        origin = f"{args.training.output_dir}/"
+    return model.eval(), tokenizer, origin

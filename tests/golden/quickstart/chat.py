@@ -7,13 +7,10 @@ Uses exported/ when `python export.py` has run, otherwise the base model
 plus the adapter in the training output_dir.
 """
 
-from pathlib import Path
-
 import torch
-from peft import PeftModel
 
 from config import parse_args
-from model import load_model, load_tokenizer, stop_token_ids
+from model import load_for_inference, stop_token_ids
 
 
 def answer(
@@ -43,17 +40,8 @@ def answer(
 
 def main() -> None:
     args = parse_args()
-    trust = args.trust_remote_code
-    tokenizer = load_tokenizer(args.model, trust)
-    if Path(args.export.export_dir).is_dir():
-        model = load_model(args.model, args.export.export_dir, trust)
-        print(f"[chat] model: {args.export.export_dir}/")
-    else:
-        model = load_model(args.model, trust_remote_code=trust)
-        model = PeftModel.from_pretrained(model, args.training.output_dir)
-        adapter = args.training.output_dir
-        print(f"[chat] model: {args.model.model_name_or_path} + adapter {adapter}/")
-    model.eval()
+    model, tokenizer, origin = load_for_inference(args)
+    print(f"[chat] model: {origin}")
 
     settings = (args.export.chat_max_new_tokens, args.export.chat_temperature)
     if args.export.prompt is not None:

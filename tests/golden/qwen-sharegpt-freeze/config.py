@@ -1,6 +1,6 @@
 """Arguments of this project: config.yaml first, then the command line.
 
-Imported by data.py, train.py, chat.py and export.py. Every script reads the same config.yaml,
+Imported by every script of the project. Every script reads the same config.yaml,
 so `python data.py --cutoff_len 512` or `accelerate launch train.py --learning_rate 1e-5`
 overrides one value without editing the file. Unknown keys are errors.
 """
@@ -67,9 +67,27 @@ class ExportArguments:
     export_dir: str = field(
         default="exported", metadata={"help": "Where export.py saves."}
     )
+    export_dtype: str = field(
+        default="auto", metadata={"help": "auto (as trained), float32, float16..."}
+    )
+    export_max_shard_size: str = field(
+        default="5GB", metadata={"help": "Largest safetensors shard."}
+    )
     prompt: str | None = field(default=None, metadata={"help": "chat.py: one prompt."})
     chat_max_new_tokens: int = field(default=128, metadata={"help": "chat.py: tokens."})
     chat_temperature: float = field(default=0.0, metadata={"help": "chat.py: 0 greedy"})
+
+
+@dataclass
+class ServeArguments:
+    serve_host: str = field(default="127.0.0.1", metadata={"help": "serve.py: host."})
+    serve_port: int = field(default=8000, metadata={"help": "serve.py: TCP port."})
+    served_model_name: str = field(
+        default="lfc-model", metadata={"help": "The model name clients send."}
+    )
+    serve_max_model_len: int | None = field(
+        default=None, metadata={"help": "Longest prompt + answer (tokens)."}
+    )
 
 
 @dataclass
@@ -81,6 +99,7 @@ class Args:
     data: DataArguments
     run: RunArguments
     export: ExportArguments
+    serve: ServeArguments
     training: "SFTConfig"
 
     @property
@@ -112,6 +131,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
             DataArguments,
             RunArguments,
             ExportArguments,
+            ServeArguments,
             SFTConfig,
         )
     )

@@ -1,6 +1,6 @@
 """Arguments of this project: config.yaml first, then the command line.
 
-Imported by data.py, train.py, chat.py and export.py. Every script reads the same config.yaml,
+Imported by every script of the project. Every script reads the same config.yaml,
 so `python data.py --cutoff_len 512` or `accelerate launch train.py --learning_rate 1e-5`
 overrides one value without editing the file. Unknown keys are errors.
 """
@@ -53,23 +53,12 @@ class RunArguments:
 
 
 @dataclass
-class ExportArguments:
-    export_dir: str = field(
-        default="exported", metadata={"help": "Where export.py saves."}
-    )
-    prompt: str | None = field(default=None, metadata={"help": "chat.py: one prompt."})
-    chat_max_new_tokens: int = field(default=128, metadata={"help": "chat.py: tokens."})
-    chat_temperature: float = field(default=0.0, metadata={"help": "chat.py: 0 greedy"})
-
-
-@dataclass
 class Args:
     """Everything one run needs, grouped as config.yaml groups it."""
 
     model: ModelArguments
     data: DataArguments
     run: RunArguments
-    export: ExportArguments
     training: "RewardConfig"
 
     @property
@@ -99,7 +88,6 @@ def parse_args(argv: list[str] | None = None) -> Args:
             ModelArguments,
             DataArguments,
             RunArguments,
-            ExportArguments,
             RewardConfig,
         )
     )

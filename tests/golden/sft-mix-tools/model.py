@@ -5,7 +5,7 @@ Imported by data.py, train.py, chat.py and export.py; not run on its own.
 
 from pathlib import Path
 
-from peft import LoraConfig
+from peft import LoraConfig, PeftModel
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -13,7 +13,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from config import LoraArguments, ModelArguments
+from config import Args, LoraArguments, ModelArguments
 
 TEMPLATE_FILE = Path(__file__).with_name("chat_template.jinja")
 CHAT_TEMPLATE = TEMPLATE_FILE.read_text(encoding="utf-8")
@@ -71,6 +71,25 @@ def load_model(
         attn_implementation=args.attn_implementation,
         trust_remote_code=trust_remote_code,
     )
+
+
+def load_for_inference(
+    args: Args,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
+    """The model chat.py and serve.py answer with, its tokenizer, and where it came from.
+
+    The export when export.py has run, otherwise the base model plus the trained adapter.
+    """
+    trust = args.trust_remote_code
+    tokenizer = load_tokenizer(args.model, trust)
+    if Path(args.export.export_dir).is_dir():
+        model = load_model(args.model, args.export.export_dir, trust)
+        origin = f"{args.export.export_dir}/"
+    else:
+        model = load_model(args.model, trust_remote_code=trust)
+        model = PeftModel.from_pretrained(model, args.training.output_dir)
+        origin = f"{args.model.model_name_or_path} + {args.training.output_dir}/"
+    return model.eval(), tokenizer, origin
 
 
 def lora_config(args: LoraArguments) -> LoraConfig:
