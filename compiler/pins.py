@@ -21,7 +21,6 @@ class PinSet:
     uv: str = ""  # the uv release the Dockerfile installs requirements with
     image_note: str = ""
 
-
     def requirement_lines(self) -> list[str]:
         return [f"{name}=={version}" for name, version in sorted(self.packages.items())]
 

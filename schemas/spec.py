@@ -855,7 +855,7 @@ class ExportSpec(Section):
     @classmethod
     def _size(cls, value: str) -> str:
         if not _SIZE_RE.match(value):
-            raise ValueError(f"max_shard_size is a number and a unit like 5GB or 500MB, got {value!r}")
+            raise ValueError(f"max_shard_size is a number and a unit (5GB, 500MB), got {value!r}")
         return value
 
     @field_validator("extra_adapters")

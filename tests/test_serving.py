@@ -171,9 +171,7 @@ def test_models_health_and_refusals(server: str) -> None:
         assert response.status == 200
 
     with pytest.raises(openai.NotFoundError, match="`other` does not exist"):
-        client.chat.completions.create(
-            model="other", messages=[{"role": "user", "content": "hi"}]
-        )
+        client.chat.completions.create(model="other", messages=[{"role": "user", "content": "hi"}])
     with pytest.raises(openai.BadRequestError, match="max_tokens must be"):
         client.chat.completions.create(
             model="tiny-chat", messages=[{"role": "user", "content": "hi"}], max_tokens=10**6
@@ -184,9 +182,7 @@ def test_models_health_and_refusals(server: str) -> None:
         client.chat.completions.create(
             model="tiny-chat", messages=[{"role": "user", "content": "hi"}], n=2
         )
-    request = urllib.request.Request(
-        server + "/chat/completions", data=b"{not json", method="POST"
-    )
+    request = urllib.request.Request(server + "/chat/completions", data=b"{not json", method="POST")
     with pytest.raises(urllib.error.HTTPError) as error:
         urllib.request.urlopen(request)
     assert error.value.code == 400
