@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -113,6 +115,9 @@ def test_quickstart_end_to_end(project: Path, project_python: Path) -> None:
     assert lines[0] == "[chat] model: exported/"
     assert "".join(lines[1:]).strip(), "chat.py printed no answer"
 
+    # serve.py needs nothing beyond requirements.txt: one completion through the openai client.
+    _serve_once(python, project, env)
+
     # An unknown config key is an error, not ignored.
     bad = subprocess.run(
         [python, "data.py", "--no_such_option", "1"],
@@ -131,3 +136,34 @@ def test_quickstart_end_to_end(project: Path, project_python: Path) -> None:
         handle.write("# tweak\n")
     verify = subprocess.run([*lfc, "verify", str(project)], capture_output=True, text=True)
     assert verify.returncode == 1 and "config.yaml (changed)" in verify.stderr
+
+
+def _serve_once(python: Path, project: Path, env: dict[str, str]) -> None:
+    openai = pytest.importorskip("openai")
+    log = project.parent / "serve.log"
+    with log.open("w") as sink:
+        server = subprocess.Popen(
+            [python, "serve.py", "--serve_port", "0"],
+            cwd=project,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while not (found := re.search(r"on (http://127\.0\.0\.1:\d+/v1)", log.read_text())):
+            assert server.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "serve.py did not start"
+            time.sleep(0.2)
+        client = openai.OpenAI(base_url=found.group(1), api_key="unused")
+        reply = client.chat.completions.create(
+            model="lfc-model",
+            messages=[{"role": "user", "content": "Describe a process of making crepes."}],
+            max_tokens=8,
+            temperature=0,
+        )
+        assert reply.choices[0].finish_reason in ("stop", "length")
+        assert reply.usage.completion_tokens <= 8
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import EXAMPLES
 from lfc.pipeline import compile_file
 from lfc.writer import write_project
+
+from conftest import EXAMPLES
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")

@@ -72,7 +72,7 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) 
 @pytest.fixture(scope="module")
 def server(trained_project: Path) -> Iterator[str]:
     """serve.py on a free loopback port; yields its base URL, stops it afterwards."""
-    log = trained_project / "serve.log"
+    log = trained_project.parent / "serve.log"
     with log.open("w") as sink:
         process = subprocess.Popen(
             [sys.executable, "serve.py", "--serve_port", "0"],

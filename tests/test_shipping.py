@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -21,12 +22,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import EXAMPLES, FIXTURES, example_specs
 from lfc.chat_templates import get_template, template_names
 from lfc.errors import InputError, SpecError
 from lfc.ollama import derive
 from lfc.pipeline import compile_file
 from lfc.template_render import render_conversation
+
+from conftest import EXAMPLES, FIXTURES, example_specs
 
 VLLM = FIXTURES / "vllm"
 DIGEST = "sha256:" + "0123456789abcdef" * 4  # a well-formed test value, not a real image
@@ -49,8 +51,14 @@ def _compile(tmp_path: Path, overrides: dict, example: str = "quickstart") -> di
     return {name: data.decode() for name, data in files.items() if not name.startswith("data/")}
 
 
+def _vllm_argv(script: str) -> list[str]:
+    """The words of the script's `exec vllm serve ...` command, as bash splits them."""
+    command = script[script.index("exec vllm serve") :].replace("\\\n", " ")
+    return shlex.split(command)[3:]
+
+
 def _flags(script: str) -> list[str]:
-    return [word for word in script.split() if word.startswith("--")]
+    return [word for word in _vllm_argv(script) if word.startswith("--")]
 
 
 VARIANTS = {
@@ -70,6 +78,14 @@ def test_every_generated_vllm_flag_exists_in_vllm_0_33(variant: str, tmp_path: P
     assert "--chat-template" in flags and "--generation-config" in flags
     unknown = sorted(set(flags) - _vllm_options())
     assert not unknown, f"not options of vllm 0.33.0 serve: {unknown}"
+    # Options that take a value get one; switches are followed by the next option.
+    kinds = json.loads((VLLM / "serve_flag_kinds_0.33.0.json").read_text())
+    argv = _vllm_argv(script)
+    for index, word in enumerate(argv):
+        if word.startswith("--"):
+            following = argv[index + 1]
+            takes_value = not (following.startswith("--") or following == "$@")
+            assert takes_value == (kinds[word] == "value"), (word, following)
     if variant != "merged":
         assert {"--enable-lora", "--lora-modules", "--max-lora-rank"} <= set(flags)
 
@@ -100,7 +116,11 @@ def test_serve_script_passes_spec_strings_as_single_words(tmp_path: Path) -> Non
     fake = bin_dir / "vllm"
     fake.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "$ARGS_FILE"\n')
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "ARGS_FILE": str(tmp_path / "a")}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "ARGS_FILE": str(tmp_path / "a"),
+    }
     subprocess.run(["bash", "serve_vllm.sh", "--port", "9"], cwd=project, env=env, check=True)
     args = (tmp_path / "a").read_text().splitlines()
     assert args[:2] == ["serve", hostile]
@@ -145,9 +165,7 @@ def _parse(tmp_path: Path, text: str, build_args: dict[str, str]):
 
 
 @pytest.mark.parametrize("digests", [False, True], ids=["build-arg", "in-spec"])
-def test_dockerfiles_pin_base_images_by_digest_and_drop_root(
-    digests: bool, tmp_path: Path
-) -> None:
+def test_dockerfiles_pin_base_images_by_digest_and_drop_root(digests: bool, tmp_path: Path) -> None:
     docker = {"train_base_digest": DIGEST, "serve_base_digest": DIGEST} if digests else {}
     files = _compile(tmp_path, {"docker": docker, "serve": {"lora_adapter": True}})
     for name, arg in (("Dockerfile", "BASE_DIGEST"), ("Dockerfile.serve", "VLLM_DIGEST")):

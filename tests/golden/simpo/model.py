@@ -95,7 +95,8 @@ def load_for_inference(
     else:
         model = load_model(args.model, trust_remote_code=trust)
         model = PeftModel.from_pretrained(model, args.training.output_dir)
-        origin = f"{args.model.model_name_or_path} + {args.training.output_dir}/"
+        adapter = args.training.output_dir
+        origin = f"{args.model.model_name_or_path} + adapter {adapter}/"
     return model.eval(), tokenizer, origin
 
 
