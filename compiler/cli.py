@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from lfc.errors import DriftError, InputError, LfcError
+from lfc.errors import DriftError, InputError, LfcError, RefusedOverwrite
 from lfc.version import __version__
 
 app = typer.Typer(
@@ -25,6 +25,8 @@ app = typer.Typer(
 )
 templates_app = typer.Typer(help="The chat-template registry.", invoke_without_command=True)
 app.add_typer(templates_app, name="templates")
+import_app = typer.Typer(help="Convert another tool's config into an lfc spec.")
+app.add_typer(import_app, name="import")
 
 
 def _fail(error: LfcError) -> None:
@@ -106,6 +108,91 @@ def verify(
         typer.echo(f"{project}: differs from its spec: {names}", err=True)
         raise typer.Exit(DriftError.exit_code)
     typer.echo(f"{project}: matches its spec")
+
+
+@app.command()
+def diff(
+    spec: Annotated[Path, typer.Argument(help="The spec YAML file.")],
+    other: Annotated[
+        Path, typer.Argument(help="Another spec, or a project folder written by `lfc compile`.")
+    ],
+) -> None:
+    """Show which generated files differ: SPEC's project against OTHER's, or against a folder.
+
+    Exit 0 when nothing differs, 1 when something does (like diff(1)), 2 on invalid input.
+    """
+    from lfc.pipeline import compile_file
+    from lfc.verify import compare_files, compare_with_folder
+
+    try:
+        files = compile_file(spec).files
+        if other.is_dir():
+            differences = compare_with_folder(other, files)
+            summary = f"{other}/ -> {spec}"
+        else:
+            labels = (f"from {other}", f"from {spec}")
+            differences = compare_files(compile_file(other).files, files, labels)
+            summary = f"{other} -> {spec}"
+    except LfcError as error:
+        _fail(error)
+    for difference in differences:
+        typer.echo(difference.diff, nl=False)
+    if differences:
+        names = ", ".join(f"{d.path} ({d.kind})" for d in differences)
+        typer.echo(f"{summary}: {len(differences)} files differ: {names}", err=True)
+        raise typer.Exit(DriftError.exit_code)
+    typer.echo(f"{summary}: no generated file differs", err=True)
+
+
+@import_app.command("llamafactory")
+def import_llamafactory(
+    config: Annotated[Path, typer.Argument(help="A LLaMA-Factory training YAML.")],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Spec file to write (default: stdout).")
+    ] = None,
+    dataset_dir: Annotated[
+        str | None,
+        typer.Option(
+            help="Folder holding dataset_info.json, as the new spec should name it "
+            "(default: the config's dataset_dir, else data)."
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite OUTPUT.")] = False,
+) -> None:
+    """Convert CONFIG into an lfc spec; every key without an lfc field is reported by name."""
+    from lfc.lf_import import import_llamafactory as convert
+    from lfc.lf_import import spec_text
+    from lfc.loader import read_spec_file
+    from lfc.writer import write_file_atomically
+
+    try:
+        loaded = read_spec_file(config)
+        data = dict(loaded.data) if isinstance(loaded.data, dict) else loaded.data
+        if dataset_dir is not None and isinstance(data, dict):
+            data["dataset_dir"] = dataset_dir
+        imported = convert(data, str(config), loaded.locate)
+        text = spec_text(imported, config.name)
+        _check_imported(text, str(output or "the imported spec"))
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            if output.exists() and not force:
+                raise RefusedOverwrite(f"{output} exists; pass --force to replace it")
+            write_file_atomically(output, text.encode("utf-8"))
+    except LfcError as error:
+        _fail(error)
+    for key, what in imported.notes:
+        typer.echo(f"{config}: {key}: {what}", err=True)
+    if output is not None:
+        typer.echo(f"imported {config} -> {output}", err=True)
+
+
+def _check_imported(text: str, source: str) -> None:
+    """The imported spec must pass lfc's own validation (datasets are checked at compile)."""
+    from lfc.loader import parse_spec_text
+    from lfc.validate import validate_spec
+
+    validate_spec(parse_spec_text(text.encode("utf-8"), source))
 
 
 @app.command("tiny-model")

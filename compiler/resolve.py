@@ -434,13 +434,17 @@ def _stage_training(spec: Spec) -> dict[str, Any]:
     raise AssertionError(f"no trainer settings for stage {stage.kind}")
 
 
-def _dataset_plan(dataset: Any, input_paths: Sequence[str]) -> DatasetPlan:
+def _dataset_plan(
+    dataset: Any, input_paths: Sequence[str], max_samples: int | None = None
+) -> DatasetPlan:
     name = dataset.resolved_name
     options = {
         key: getattr(dataset, key)
         for key in ("max_samples", "num_samples", "placeholders")
         if getattr(dataset, key)
     }
+    if max_samples and not ({"max_samples", "num_samples"} & set(options)):
+        options["max_samples"] = max_samples  # data.max_samples: the default of every dataset
     columns = dataset.columns.model_dump()
     if dataset.hub is not None:
         hub = {
@@ -478,7 +482,8 @@ def resolve(
         template = custom_chat_template(spec.template, template_source, source)
     else:
         template = get_template(spec.template)
-    datasets = tuple(_dataset_plan(d, input_paths) for d in spec.data.resolved)
+    limit = spec.data.max_samples
+    datasets = tuple(_dataset_plan(d, input_paths, limit) for d in spec.data.resolved)
     return Plan(
         spec=spec,
         template=template,

@@ -1,8 +1,13 @@
-"""`lfc verify`: compare a project folder with a fresh compile of its own spec.yaml."""
+"""`lfc verify` and `lfc diff`: compare generated files with a folder or with each other.
+
+verify compares a project folder with a fresh compile of its own spec.yaml; diff compares the
+compile of a spec with another spec's, or with what an output folder holds now.
+"""
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +22,7 @@ _IGNORED_DIRS = {"__pycache__"}
 @dataclass(frozen=True)
 class Difference:
     path: str
-    kind: str  # "changed", "missing" or "extra"
+    kind: str  # "changed", "missing", "extra" (a folder); "added", "removed" (two compiles)
     diff: str
 
 
@@ -47,16 +52,21 @@ def _on_disk(folder: Path, runtime: list[str]) -> set[str]:
     return found
 
 
-def _text_diff(path: str, old: bytes, new: bytes) -> str:
+def _text_diff(
+    path: str,
+    old: bytes,
+    new: bytes,
+    labels: tuple[str, str] = ("on disk", "compiled from spec.yaml"),
+) -> str:
     try:
         old_text, new_text = old.decode("utf-8"), new.decode("utf-8")
     except UnicodeDecodeError:
-        return f"binary file {path} differs: {sha256(old)} on disk, {sha256(new)} expected\n"
+        return f"binary file {path} differs: {sha256(old)} {labels[0]}, {sha256(new)} {labels[1]}\n"
     lines = difflib.unified_diff(
         old_text.splitlines(keepends=True),
         new_text.splitlines(keepends=True),
-        fromfile=f"{path} (on disk)",
-        tofile=f"{path} (compiled from spec.yaml)",
+        fromfile=f"{path} ({labels[0]})",
+        tofile=f"{path} ({labels[1]})",
     )
     out = "".join(
         line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines
@@ -66,7 +76,27 @@ def _text_diff(path: str, old: bytes, new: bytes) -> str:
 
 def verify_project(folder: Path) -> list[Difference]:
     """Every difference between `folder` and a fresh compile of `folder/spec.yaml`."""
-    expected = compile_file(folder / SPEC_FILE).files
+    return compare_with_folder(folder, compile_file(folder / SPEC_FILE).files)
+
+
+def compare_files(
+    old: Mapping[str, bytes], new: Mapping[str, bytes], labels: tuple[str, str]
+) -> list[Difference]:
+    """Every file that differs between two compiles, as (old -> new) unified diffs."""
+    differences = []
+    for path in sorted(set(old) | set(new)):
+        if path not in new:
+            differences.append(Difference(path, "removed", f"{path}: only in {labels[0]}\n"))
+        elif path not in old:
+            differences.append(Difference(path, "added", f"{path}: only in {labels[1]}\n"))
+        elif old[path] != new[path]:
+            diff = _text_diff(path, old[path], new[path], labels)
+            differences.append(Difference(path, "changed", diff))
+    return differences
+
+
+def compare_with_folder(folder: Path, expected: Mapping[str, bytes]) -> list[Difference]:
+    """Every difference between the files in `folder` and `expected` (run outputs ignored)."""
     runtime = _runtime_prefixes(expected)
     lock = read_lock(folder) or {"files": {}}
     present = _on_disk(folder, runtime) | {p for p in lock["files"] if (folder / p).is_file()}

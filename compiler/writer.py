@@ -209,3 +209,19 @@ def write_project(files: Mapping[str, bytes], out: Path, force: bool = False) ->
         raise
     except OSError as exc:
         raise LfcError(f"{exc.filename or out}: cannot write: {exc.strerror}") from None
+
+
+def write_file_atomically(path: Path, data: bytes) -> None:
+    """Write one file whole or not at all: a temporary file beside it, then a rename."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise InputError(f"{path.parent}/ does not exist")
+    temporary = path.with_name(f".{path.name}.lfc-tmp")
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise LfcError(f"cannot write {path}: {exc.strerror}") from None

@@ -642,6 +642,12 @@ class DataSpec(Section):
         description="sft: pack several examples into each row (best-fit decreasing) with "
         "position ids that restart per example, so no example attends to another.",
     )
+    max_samples: int | None = Field(
+        default=None,
+        gt=0,
+        description="Read at most the first N rows of every dataset that sets neither "
+        "max_samples nor num_samples itself (LLaMA-Factory's `max_samples`).",
+    )
     num_proc: int = Field(
         default=1, gt=0, le=256, description="Processes data.py renders and tokenizes with."
     )

@@ -1,0 +1,281 @@
+"""`lfc import llamafactory` over every example config LLaMA-Factory ships.
+
+Each one either becomes a spec that validates and compiles against LLaMA-Factory's own demo
+registry, or is refused with a reason per key. docs/llamafactory-import.md holds the result
+table and the key mapping; this test regenerates both and fails when the doc is stale
+(`LFC_UPDATE_GOLDEN=1` rewrites it).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from lfc import lf_import
+from lfc.cli import app
+from lfc.errors import SpecError
+from lfc.lf_import import import_llamafactory, spec_text
+from lfc.pipeline import compile_file
+from lfc.render import plan_project
+
+from conftest import EXAMPLES, FIXTURES, ROOT
+
+LF_EXAMPLES = FIXTURES / "llamafactory_examples"
+CONFIGS = sorted(LF_EXAMPLES.rglob("*.yaml"))
+IDS = [c.relative_to(LF_EXAMPLES).as_posix() for c in CONFIGS]
+DOC = ROOT / "docs" / "llamafactory-import.md"
+MINIMAL = {
+    "model_name_or_path": "org/model",
+    "stage": "sft",
+    "finetuning_type": "lora",
+    "dataset": "alpaca_en_demo",
+    "template": "llama3",
+}
+
+
+def _workdir(tmp_path: Path) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "data").symlink_to(EXAMPLES / "data" / "llamafactory")
+    return tmp_path
+
+
+def _outcome(config: Path, tmp_path: Path) -> tuple[bool, str]:
+    """(imported, what): the compiled file count, or every refusal reason."""
+    data = yaml.safe_load(config.read_text())
+    try:
+        imported = import_llamafactory(data, config.name)
+    except SpecError as error:
+        return False, "; ".join(
+            f"`{p.key}`: {p.message}" if p.key else p.message for p in error.problems
+        )
+    spec = _workdir(tmp_path) / "spec.yaml"
+    spec.write_text(spec_text(imported, config.name))
+    try:
+        files = compile_file(spec).files
+    except SpecError as error:  # converted, but lfc's own rules refuse the combination
+        return False, "; ".join(p.message for p in error.problems)
+    return (
+        True,
+        f"{imported.spec['stage']['kind']}, {imported.spec['adapter']['kind']}, {len(files)} files",
+    )
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=IDS)
+def test_every_example_imports_and_compiles_or_is_refused_with_reasons(
+    config: Path, tmp_path: Path
+) -> None:
+    data = yaml.safe_load(config.read_text())
+    imported, what = _outcome(config, tmp_path)
+    if not imported:
+        assert what, "a refusal must say why"
+        return
+    # Never dropped: every key is mapped, consumed, or reported as a note in the spec.
+    result = import_llamafactory(data, config.name)
+    noted = {key for key, _ in result.notes}
+    mapped = set(lf_import.DIRECT) | set(lf_import.HANDLERS) | lf_import.CONSUMED
+    for key in data:
+        assert key in mapped or key in noted, key
+    text = spec_text(result, config.name)
+    for key in noted:
+        assert f"#   {key}: " in text
+
+
+def test_the_doc_lists_the_current_outcome_and_mapping(tmp_path: Path) -> None:
+    rows = []
+    for index, (config, name) in enumerate(zip(CONFIGS, IDS, strict=True)):
+        imported, what = _outcome(config, tmp_path / str(index))
+        rows.append(f"| `{name}` | {'imported' if imported else 'refused'} | {what} |")
+    doc = _doc(rows)
+    if os.environ.get("LFC_UPDATE_GOLDEN"):
+        DOC.write_text(doc)
+    assert DOC.read_text() == doc, "docs/llamafactory-import.md is stale: LFC_UPDATE_GOLDEN=1"
+
+
+def _doc(rows: list[str]) -> str:
+    direct = [f"| `{k}` | `{s}.{f}` |" for k, (s, f) in lf_import.DIRECT.items()]
+    special = [
+        "| `stage` + `pref_loss` | `stage.kind` (dpo with pref_loss orpo/simpo: stage orpo/simpo; "
+        "hinge/ipo: `stage.loss_type`) |",
+        "| `pref_beta`, `simpo_gamma`, `kto_chosen_weight`, `kto_rejected_weight` | "
+        "`stage.beta`, `stage.gamma`, `stage.desirable_weight`, `stage.undesirable_weight` |",
+        "| `finetuning_type` + `lora_*` / `freeze_*` | `adapter` (lora_target all: all-linear; "
+        "lora_alpha unset: 2 x rank) |",
+        "| `dataset`, `dataset_dir`, `mix_strategy`, `interleave_probs` | `data.registry` "
+        "(dataset_dir/dataset_info.json), `data.datasets`, `data.mix`, `data.probabilities` |",
+        "| `lr_scheduler_type` | `train.scheduler` |",
+        "| `report_to` | `train.report_to` (tensorboard; none: []) |",
+        "| `flash_attn` | `model.attn_implementation` (auto, sdpa: sdpa; disabled: eager) |",
+        "| `disable_gradient_checkpointing` | `train.gradient_checkpointing` (LF's default: on) |",
+        "| `max_steps` | `train.max_steps` (-1: unset) |",
+    ]
+    templates = [
+        f"| `{lf}` | `{ours}` | {why or ''} |" for lf, (ours, why) in lf_import.TEMPLATES.items()
+    ]
+    no_effect = [f"| `{k}` | {why} |" for k, why in lf_import.NO_EFFECT.items()]
+    refused = [f"| `{k}` | {why} |" for k, why in lf_import.UNSUPPORTED.items()]
+    defaults = [f"| `{k}` | `{v!r}` |" for k, v in lf_import.LF_DEFAULTS.items()]
+    parts = [
+        "# Importing LLaMA-Factory configs",
+        "",
+        "`lfc import llamafactory CONFIG.yaml -o spec.yaml` turns a LLaMA-Factory (v0) training "
+        "YAML into an lfc spec. Every key is mapped, or reported by name: keys without effect in "
+        "an lfc project become comments at the top of the spec (and lines on stderr); keys of "
+        "features lfc lacks make the import fail (exit 2, nothing written) with one line per "
+        "key and its position. Where LLaMA-Factory's defaults differ from lfc's, the import "
+        "writes LLaMA-Factory's value, so the run trains with the same settings.",
+        "",
+        "This file is generated by `tests/test_lf_import.py` (`LFC_UPDATE_GOLDEN=1`).",
+        "",
+        "## Keys copied as they are",
+        "",
+        "| LLaMA-Factory | lfc |",
+        "| --- | --- |",
+        *direct,
+        "",
+        "## Keys translated",
+        "",
+        "| LLaMA-Factory | lfc |",
+        "| --- | --- |",
+        *special,
+        "",
+        "## LLaMA-Factory defaults written explicitly when the key is absent",
+        "",
+        "| key | value |",
+        "| --- | --- |",
+        *defaults,
+        "",
+        "## Templates",
+        "",
+        "| LLaMA-Factory | lfc | note |",
+        "| --- | --- | --- |",
+        *templates,
+        "",
+        "Multimodal templates (qwen2_vl, qwen3_vl, moss_vl, ...) are refused until multimodal "
+        "training lands; other names are refused with the list above.",
+        "",
+        "## Keys without effect in an lfc project (kept as notes)",
+        "",
+        "| key | why |",
+        "| --- | --- |",
+        *no_effect,
+        "",
+        "`bf16` / `fp16` / `pure_bf16` are noted as not applied: the cpu pin set trains in "
+        "float32.",
+        "",
+        "## Keys refused",
+        "",
+        "| key | why |",
+        "| --- | --- |",
+        *refused,
+        "",
+        "Any other key is refused as unknown. Accelerate, Megatron, LLaMA-Factory v1, inference "
+        "and export configs are refused as a whole, saying what they are.",
+        "",
+        "## LLaMA-Factory's example configs",
+        "",
+        "| config | result | stage, method, files / reasons |",
+        "| --- | --- | --- |",
+        *rows,
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def _spec(config: dict) -> dict:
+    return import_llamafactory(config).spec
+
+
+def test_llamafactory_defaults_are_written_when_absent() -> None:
+    spec = _spec(MINIMAL)
+    assert spec["train"]["learning_rate"] == 5e-5
+    assert spec["train"]["batch_size"] == 8
+    assert spec["train"]["scheduler"] == "linear"
+    assert spec["train"]["logging_steps"] == 500
+    assert spec["train"]["save_total_limit"] is None
+    assert spec["train"]["gradient_checkpointing"] is True
+    assert spec["data"]["cutoff_len"] == 2048
+    assert spec["adapter"] == {
+        "kind": "lora",
+        "rank": 8,
+        "alpha": 16,
+        "dropout": 0.0,
+        "target": "all-linear",
+    }
+    given = _spec(
+        {
+            **MINIMAL,
+            "learning_rate": 1e-3,
+            "lora_rank": 4,
+            "lora_target": "q_proj,v_proj",
+            "disable_gradient_checkpointing": True,
+        }
+    )
+    assert given["train"]["learning_rate"] == 1e-3
+    assert given["adapter"]["alpha"] == 8 and given["adapter"]["target"] == ["q_proj", "v_proj"]
+    assert given["train"]["gradient_checkpointing"] is False
+
+
+@pytest.mark.parametrize(
+    ("extra", "stage"),
+    [
+        ({"pref_loss": "sigmoid"}, {"kind": "dpo", "beta": 0.1}),
+        ({"pref_loss": "ipo", "pref_beta": 0.3}, {"kind": "dpo", "loss_type": "ipo", "beta": 0.3}),
+        ({"pref_loss": "orpo"}, {"kind": "orpo", "beta": 0.1}),
+        ({"pref_loss": "simpo", "simpo_gamma": 1.0}, {"kind": "simpo", "beta": 0.1, "gamma": 1.0}),
+    ],
+)
+def test_preference_losses_choose_the_stage(extra: dict, stage: dict) -> None:
+    config = {**MINIMAL, "stage": "dpo", "dataset": "dpo_en_demo", **extra}
+    assert _spec(config)["stage"] == stage
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"no_such_key": 1}, "no_such_key: lfc has no mapping for this option"),
+        ({"finetuning_type": "full", "lora_rank": 8}, "lora_rank: a lora option, but"),
+        ({"pref_beta": 0.2}, "pref_beta: a preference option, but stage is sft"),
+        ({"quantization_bit": 4}, "quantization_bit: QLoRA"),
+        ({"template": "qwen2_vl"}, "template: 'qwen2_vl' is multimodal"),
+        ({"template": "nonsense"}, "template: no lfc template for 'nonsense'"),
+        ({"stage": "sft", "report_to": "wandb"}, r"report_to: trackers \['wandb'\]"),
+        ({"deepspeed": "ds_z3_config.json"}, "deepspeed: DeepSpeed needs a GPU pin set"),
+    ],
+)
+def test_refusals_name_the_key(extra: dict, message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        import_llamafactory({**MINIMAL, **extra}, "c.yaml")
+
+
+def test_refusals_have_positions_and_nothing_is_written(tmp_path: Path) -> None:
+    config = tmp_path / "lf.yaml"
+    config.write_text("model_name_or_path: m\nstage: sft\nuse_galore: true\n")
+    out = tmp_path / "spec.yaml"
+    result = CliRunner().invoke(app, ["import", "llamafactory", str(config), "-o", str(out)])
+    assert result.exit_code == 2
+    assert f"{config}:3:1: use_galore: GaLore is not supported yet" in result.output
+    assert not out.exists()
+
+
+def test_cli_writes_refuses_to_overwrite_and_prints(tmp_path: Path) -> None:
+    work = _workdir(tmp_path)
+    config = LF_EXAMPLES / "train_lora" / "qwen3_lora_sft.yaml"
+    out = work / "spec.yaml"
+    runner = CliRunner()
+    result = runner.invoke(app, ["import", "llamafactory", str(config), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "bf16: True: not applied" in result.output
+    spec = compile_file(out).spec
+    plan = plan_project(spec, {})
+    assert {d.name for d in plan.datasets} == {"identity", "alpaca_en_demo"}
+    assert all(d.options["max_samples"] == 1000 for d in plan.datasets)
+    before = out.read_bytes()
+    again = runner.invoke(app, ["import", "llamafactory", str(config), "-o", str(out)])
+    assert again.exit_code == 3 and out.read_bytes() == before
+    printed = runner.invoke(app, ["import", "llamafactory", str(config), "--dataset-dir", "lf"])
+    assert printed.exit_code == 0 and "registry: lf/dataset_info.json" in printed.stdout
+    assert "# Imported from qwen3_lora_sft.yaml" in printed.stdout
