@@ -195,6 +195,28 @@ def _check_imported(text: str, source: str) -> None:
     validate_spec(parse_spec_text(text.encode("utf-8"), source))
 
 
+@app.command()
+def new(
+    target: Annotated[Path, typer.Argument(help="Folder of the new spec repository.")],
+    spec_name: Annotated[str, typer.Option(help="Name of the starter spec.")] = "starter",
+    model: Annotated[
+        str, typer.Option(help="Base model of the starter spec.")
+    ] = "Qwen/Qwen2.5-0.5B-Instruct",
+    template: Annotated[str, typer.Option(help="Chat template of the starter spec.")] = "qwen",
+) -> None:
+    """Scaffold a spec repository (cookiecutter): a spec, a CI workflow running `lfc verify`,
+    a pre-commit hook."""
+    from lfc.scaffold import new_repository
+
+    try:
+        folder = new_repository(target, target.name, spec_name, model, template)
+    except LfcError as error:
+        _fail(error)
+    typer.echo(
+        f"created {folder}/: next, lfc compile specs/{spec_name}.yaml -o projects/{spec_name}"
+    )
+
+
 @app.command("tiny-model")
 def tiny_model(
     output: Annotated[Path, typer.Argument(help="Folder to write the model into.")],

@@ -142,3 +142,45 @@ def test_shipped_schema_is_current() -> None:
     code, text = lfc("schema")
     assert code == 0
     assert text == (EXAMPLES.parent / "schemas" / "spec.schema.json").read_text()
+
+
+def test_diff_of_two_specs_shows_only_the_files_that_change(tmp_path: Path) -> None:
+    (tmp_path / "data").symlink_to(EXAMPLES / "data")
+    base = (EXAMPLES / "quickstart.yaml").read_text()
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text(base)
+    new.write_text(base.replace("learning_rate: 1.0e-3", "learning_rate: 2.0e-3"))
+    code, out = lfc("diff", str(new), str(old))
+    assert code == 1, out
+    assert "-learning_rate: 0.001\n+learning_rate: 0.002\n" in out
+    changed = {line.split(" ")[1] for line in out.splitlines() if line.startswith("--- ")}
+    assert changed == {"config.yaml", "lfc.lock.json", "spec.yaml"}
+    code, out = lfc("diff", str(old), str(old))
+    assert code == 0 and "no generated file differs" in out
+
+
+def test_diff_of_a_spec_against_a_project_folder(tmp_path: Path) -> None:
+    project = tmp_path / "run"
+    lfc("compile", str(EXAMPLES / "quickstart.yaml"), "-o", str(project))
+    code, out = lfc("diff", str(EXAMPLES / "quickstart.yaml"), str(project))
+    assert code == 0, out
+    code, out = lfc("diff", str(EXAMPLES / "dpo.yaml"), str(project))
+    assert code == 1 and "train.py (changed)" in out and "DPOTrainer" in out
+    code, out = lfc("diff", str(tmp_path / "missing.yaml"), str(project))
+    assert code == 2
+
+
+def test_new_scaffolds_a_repository_that_compiles_and_verifies(tmp_path: Path) -> None:
+    repo = tmp_path / "my-specs"
+    code, out = lfc("new", str(repo), "--spec-name", "first", "--template", "chatml")
+    assert code == 0, out
+    spec = repo / "specs" / "first.yaml"
+    assert "template: chatml" in spec.read_text()
+    code, out = lfc("compile", str(spec), "-o", str(repo / "projects" / "first"))
+    assert code == 0, out
+    code, out = lfc("verify", str(repo / "projects" / "first"))
+    assert code == 0, out
+    code, out = lfc("new", str(repo))
+    assert code == 3 and "already exists" in out
+    code, out = lfc("new", str(tmp_path / "other"), "--template", "lama3")
+    assert code == 2 and "did you mean 'llama3'" in out and not (tmp_path / "other").exists()
