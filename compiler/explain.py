@@ -6,6 +6,7 @@ import json
 import typing
 from dataclasses import dataclass
 
+import yaml
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
@@ -24,6 +25,8 @@ class Explanation:
     default: str
     choices: tuple[str, ...]
     variants: tuple[str, ...]
+    bounds: str = ""
+    example: str = ""
 
     def __str__(self) -> str:
         lines = [
@@ -34,9 +37,49 @@ class Explanation:
         ]
         if self.choices:
             lines.append(f"  allowed: {', '.join(self.choices)}")
+        if self.bounds:
+            lines.append(f"  range: {self.bounds}")
         if self.variants:
             lines.append(f"  under: {', '.join(self.variants)}")
+        if self.example:
+            lines.append("  example:")
+            lines += [f"    {line}" for line in self.example.splitlines()]
         return "\n".join(lines)
+
+
+_BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+
+
+def _bounds(metadata: list[object]) -> str:
+    """`> 0, < 1` from a field's annotated-types constraints."""
+    found = []
+    for item in metadata:
+        for attribute, sign in _BOUNDS:
+            value = getattr(item, attribute, None)
+            if value is not None:
+                found.append(f"{sign} {value}")
+    return ", ".join(found)
+
+
+def _example(key: str, value: object, lists: frozenset[int] = frozenset()) -> str:
+    """`key: value` as the nested YAML a spec holds it in (`lists`: parts holding a list)."""
+    tree: object = value
+    parts = key.split(".")
+    for index in range(len(parts) - 1, -1, -1):
+        tree = {parts[index]: [tree] if index in lists and index < len(parts) - 1 else tree}
+    return yaml.safe_dump(tree, sort_keys=False, default_flow_style=False).rstrip()
+
+
+def _example_value(annotation: object, default: object, choices: tuple[str, ...]) -> object:
+    if default not in (None, PydanticUndefined) and not isinstance(default, dict):
+        return list(default) if isinstance(default, tuple) else default
+    if choices:
+        return choices[0]
+    names = _type_name(annotation)
+    for kind, value in (("bool", True), ("int", 1), ("float", 0.5), ("tuple", [])):
+        if names.startswith(kind) or f"| {kind}" in names:
+            return value
+    return "..."
 
 
 def _type_name(annotation: object) -> str:
@@ -44,7 +87,9 @@ def _type_name(annotation: object) -> str:
     return text.removeprefix("<class '").removesuffix("'>")
 
 
-def _explain_field(key: str, part: str, owners: list[type[BaseModel]]) -> Explanation:
+def _explain_field(
+    key: str, part: str, owners: list[type[BaseModel]], lists: frozenset[int] = frozenset()
+) -> Explanation:
     info = owners[0].model_fields[part]
     if len(owners) > 1 and all(_tag_of(m) for m in owners) and part in ("kind", "format"):
         # The discriminator of a union: each value is a variant with its own description.
@@ -52,7 +97,9 @@ def _explain_field(key: str, part: str, owners: list[type[BaseModel]]) -> Explan
         described = "; ".join(
             f"{_tag_of(m)}: {str(m.model_fields[part].description).rstrip('.')}" for m in owners
         )
-        return Explanation(key, described, "str", "required", tags, ())
+        return Explanation(
+            key, described, "str", "required", tags, (), example=_example(key, tags[-1], lists)
+        )
     default = info.default
     if default is PydanticUndefined:
         shown = "required" if info.default_factory is None else "(a section of defaults)"
@@ -64,8 +111,18 @@ def _explain_field(key: str, part: str, owners: list[type[BaseModel]]) -> Explan
     if key == "template":
         choices = tuple(template_names())
     variants = tuple(t for t in (_tag_of(m) for m in owners) if t and len(owners) > 1)
+    example = ""
+    if info.default_factory is None:  # a whole section has no one-line example
+        example = _example(key, _example_value(info.annotation, default, choices), lists)
     return Explanation(
-        key, info.description or "", _type_name(info.annotation), shown, choices, variants
+        key,
+        info.description or "",
+        _type_name(info.annotation),
+        shown,
+        choices,
+        variants,
+        _bounds(info.metadata),
+        example,
     )
 
 
@@ -73,6 +130,7 @@ def explain(key: str) -> Explanation:
     """Explain a dotted spec key such as `train.learning_rate` or `adapter.rank`."""
     models: list[type[BaseModel]] = [Spec]
     parts = key.split(".")
+    lists: set[int] = set()
     for depth, part in enumerate(parts):
         owners = [m for m in models if part in m.model_fields]
         if not owners:
@@ -80,6 +138,9 @@ def explain(key: str) -> Explanation:
             where = ".".join(parts[:depth]) or "the spec"
             raise InputError(f"{key}: {where} has no key {part!r}{did_you_mean(part, known)}")
         if depth == len(parts) - 1:
-            return _explain_field(key, part, owners)
+            return _explain_field(key, part, owners, frozenset(lists))
+        annotation = owners[0].model_fields[part].annotation
+        if typing.get_origin(annotation) is tuple:
+            lists.add(depth)
         models = [m for owner in owners for m in _models_in(owner.model_fields[part].annotation)]
     raise InputError(f"{key}: empty key")

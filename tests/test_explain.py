@@ -49,3 +49,26 @@ def test_unknown_key_suggests_and_exits_2() -> None:
     assert result.exit_code == 2 and "did you mean 'rank'" in result.output
     result = CliRunner().invoke(app, ["explain", "data.cutoff_len"])
     assert result.exit_code == 0 and "default: 1024" in result.output
+
+
+@pytest.mark.parametrize("key", _every_key(Spec))
+def test_every_leaf_key_has_an_example_that_reaches_it(key: str) -> None:
+    import yaml
+
+    explanation = explain(key)
+    if not explanation.example:
+        assert explanation.default == "(a section of defaults)", key
+        return
+    node = yaml.safe_load(explanation.example)
+    for part in key.split("."):
+        node = node[0] if isinstance(node, list) else node
+        assert part in node, (key, explanation.example)
+        node = node[part]
+
+
+def test_bounds_and_examples_come_from_the_model() -> None:
+    rate = explain("train.learning_rate")
+    assert rate.bounds == "> 0, < 1"
+    assert rate.example == "train:\n  learning_rate: 0.0001"
+    assert explain("serve.port").bounds == ">= 1, <= 65535"
+    assert "datasets:\n  - columns:" in explain("data.datasets.columns.messages").example
