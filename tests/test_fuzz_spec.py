@@ -6,6 +6,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lfc import lf_import
 from lfc.errors import SpecError
 from lfc.loader import parse_spec_text
 from lfc.schemas.spec import Spec
@@ -37,6 +38,14 @@ KEYS = [
     "lora",
     "sft",
     "alpaca",
+    "distributed",
+    "serve",
+    "export",
+    "docker",
+    "port",
+    "lora_adapter",
+    "max_samples",
+    "quantization",
 ]
 scalars = st.one_of(
     st.none(),
@@ -86,8 +95,25 @@ def test_any_mapping(data: dict) -> None:
             "adapter": values,
             "data": st.fixed_dictionaries({"datasets": st.lists(values, max_size=2)}),
             "train": values,
+            "serve": values,
+            "export": values,
         }
     )
 )
 def test_near_valid_specs(data: dict) -> None:
     _outcome(yaml.safe_dump(data, allow_unicode=True).encode())
+
+
+LF_KEYS = [*lf_import.DIRECT, *lf_import.HANDLERS, *lf_import.NO_EFFECT, *lf_import.CONSUMED]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(LF_KEYS), values, max_size=12))
+def test_llamafactory_import_of_any_mapping(data: dict) -> None:
+    """Any LLaMA-Factory-shaped mapping imports to a spec lfc validates, or is refused."""
+    try:
+        imported = lf_import.import_llamafactory(data, "lf.yaml")
+    except SpecError as error:
+        assert error.problems and all(str(p).startswith("lf.yaml") for p in error.problems)
+        return
+    _outcome(lf_import.spec_text(imported, "lf.yaml").encode())
