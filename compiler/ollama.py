@@ -135,5 +135,10 @@ def modelfile(template: ChatTemplate, model_dir: str, stop_tokens: list[str]) ->
         f"FROM ./{model_dir}",
         f'TEMPLATE """{derive(template).go_template()}"""',
     ]
-    lines += [f'PARAMETER stop "{token}"' for token in stop_tokens]
+    for token in stop_tokens:
+        if '"' in token or any(ord(c) < 32 for c in token):
+            raise InputError(
+                f"stop token {token!r} cannot be quoted in a Modelfile; set export.ollama: false"
+            )
+        lines.append(f'PARAMETER stop "{token}"')
     return "\n".join(lines) + "\n"

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from lfc.errors import Problem, SpecError
 from lfc.loader import KeyPath, LoadedSpec
-from lfc.schemas.spec import Spec
+from lfc.schemas.spec import RuleError, Spec
 from lfc.suggest import did_you_mean
 
 
@@ -49,13 +49,29 @@ def _union_tags() -> set[str]:
     def walk(model: type[BaseModel]) -> None:
         for info in model.model_fields.values():
             for member in _models_in(info.annotation):
-                kind = member.model_fields.get("kind") or member.model_fields.get("format")
-                if kind is not None:
-                    tags.update(typing.get_args(kind.annotation))
+                for key in ("kind", "format", "builtin"):
+                    if key in member.model_fields:
+                        tags.update(typing.get_args(member.model_fields[key].annotation))
                 walk(member)
 
     walk(Spec)
-    return tags
+    return tags | {model.__name__ for model in _all_models()}
+
+
+def _all_models() -> list[type[BaseModel]]:
+    """Every model class of the spec (Pydantic names union members by class in `loc`)."""
+    found: list[type[BaseModel]] = []
+
+    def walk(model: type[BaseModel]) -> None:
+        if model in found:
+            return
+        found.append(model)
+        for info in model.model_fields.values():
+            for member in _models_in(info.annotation):
+                walk(member)
+
+    walk(Spec)
+    return found
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
@@ -79,9 +95,11 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str]:
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
-        narrowed = [m for m in candidates if _tag_of(m) == part]
+        narrowed = [m for m in candidates if part in (_tag_of(m), m.__name__)]
         if narrowed:
             candidates = narrowed
+            continue
+        if _is_tag(part):
             continue
         nxt: list[type[BaseModel]] = []
         for model in candidates:
@@ -104,6 +122,12 @@ def _tag_of(model: type[BaseModel]) -> str | None:
     return None
 
 
+def _discriminator(error: Any) -> str:
+    """The key a tagged union is told apart by (`builtin` for rewards, chosen by a function)."""
+    name = str((error.get("ctx") or {}).get("discriminator", "kind")).strip("'")
+    return "builtin" if name.endswith("()") else name
+
+
 def _message(error: Any, loaded: LoadedSpec) -> str:
     kind = error["type"]
     loc = error["loc"]
@@ -119,7 +143,7 @@ def _message(error: Any, loaded: LoadedSpec) -> str:
         tag = str(ctx.get("tag", ""))
         options = [t.strip().strip("'") for t in str(ctx.get("expected_tags", "")).split(",")]
         hint = did_you_mean(tag, options) or ";"
-        field = str(ctx.get("discriminator", "kind")).strip("'")
+        field = _discriminator(error)
         return f"unknown {field} {tag!r}{hint} expected one of: {', '.join(options)}"
     if kind == "union_tag_not_found":
         return f"needs a {error['ctx']['discriminator']} key"
@@ -141,8 +165,20 @@ def validate_spec(loaded: LoadedSpec) -> Spec:
             ):
                 continue  # an item failed; its own error says why
             loc = error["loc"]
+            siblings = [
+                other["loc"]
+                for other in errors
+                if other is not error and loc and other["loc"][: len(loc) - 1] == loc[:-1]
+            ]
+            if loc and loc[-1] == "str" and any(len(o) > len(loc) for o in siblings):
+                continue  # the plain-string branch of a union; the other branch says why
+            if error["type"] in ("model_type", "dict_type") and (*loc[:-1], "str") in siblings:
+                continue  # neither a string nor a mapping: the string branch's error is enough
+            rule = (error.get("ctx") or {}).get("error")
+            if isinstance(rule, RuleError):
+                loc = (*loc, *rule.at)
             if error["type"] == "union_tag_invalid":
-                loc = (*loc, error["ctx"]["discriminator"].strip("'"))
+                loc = (*loc, _discriminator(error))
             path = _raw_path(loaded.data, loc)
             position = loaded.locate(path)
             line, column = position if position else (None, None)

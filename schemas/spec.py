@@ -10,11 +10,28 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 SPEC_VERSION = 1
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class RuleError(ValueError):
+    """A rule across fields, broken at the key path `at` (relative to the model checking it),
+    which is where the error is reported."""
+
+    def __init__(self, at: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.at = at
 
 
 class Section(BaseModel):
@@ -127,9 +144,10 @@ class SftStage(Section):
     @model_validator(mode="after")
     def _one_masking_mode(self) -> SftStage:
         if self.train_on_prompt and self.mask_history:
-            raise ValueError(
+            raise RuleError(
+                ("mask_history",),
                 "train_on_prompt labels every token and mask_history only the last answer; "
-                "choose one"
+                "choose one",
             )
         return self
 
@@ -272,7 +290,20 @@ class FunctionReward(Section):
         return self.function.rsplit(":", 1)[1]
 
 
-Reward = RegexReward | LengthReward | ExactMatchReward | FunctionReward
+def _reward_kind(value: Any) -> str | None:
+    """Which reward a rewards item is: its `builtin`, or `function` for a function of yours."""
+    if isinstance(value, dict):
+        return "function" if "function" in value else value.get("builtin")
+    return "function" if isinstance(value, FunctionReward) else getattr(value, "builtin", None)
+
+
+Reward = Annotated[
+    Annotated[RegexReward, Tag("regex")]
+    | Annotated[LengthReward, Tag("length")]
+    | Annotated[ExactMatchReward, Tag("exact_match")]
+    | Annotated[FunctionReward, Tag("function")],
+    Discriminator(_reward_kind),
+]
 
 
 class GrpoStage(Section):
@@ -508,17 +539,21 @@ class _DatasetBase(Section):
     @model_validator(mode="after")
     def _one_source(self) -> _DatasetBase:
         if (self.path is None) == (self.hub is None):
-            raise ValueError("give exactly one of `path` (a local file or folder) and `hub`")
+            raise RuleError(
+                ("path",), "give exactly one of `path` (a local file or folder) and `hub`"
+            )
         if self.path is not None:
             for key in ("subset", "revision"):
                 if getattr(self, key) is not None:
-                    raise ValueError(f"`{key}` is for hub datasets; remove it or use `hub:`")
+                    raise RuleError((key,), f"`{key}` is for hub datasets; remove it or use `hub:`")
             if self.streaming:
-                raise ValueError("`streaming` is for hub datasets; local files are read lazily")
+                message = "`streaming` is for hub datasets; local files are read lazily"
+                raise RuleError(("streaming",), message)
         if self.max_samples is not None and self.num_samples is not None:
-            raise ValueError("choose one of max_samples (first N rows) and num_samples (random N)")
+            message = "choose one of max_samples (first N rows) and num_samples (random N)"
+            raise RuleError(("num_samples",), message)
         if self.path is not None and self.path.endswith(".txt") and self.format != "text":
-            raise ValueError(".txt files hold plain text: use `format: text`")
+            raise RuleError(("format",), ".txt files hold plain text: use `format: text`")
         return self
 
     @property
@@ -580,7 +615,7 @@ class TextDataset(_DatasetBase):
     @model_validator(mode="after")
     def _no_pairs(self) -> TextDataset:
         if self.ranking:
-            raise ValueError("text datasets cannot be `ranking`")
+            raise RuleError(("ranking",), "text datasets cannot be `ranking`")
         return self
 
     @property
@@ -675,19 +710,21 @@ class DataSpec(Section):
     def _mixing(self) -> DataSpec:
         named = [d for d in self.datasets if isinstance(d, str)]
         if named and self.registry is None:
-            raise ValueError(
+            raise RuleError(
+                ("datasets", self.datasets.index(named[0])),
                 f"dataset {named[0]!r} is a name: set `registry: path/to/dataset_info.json`, "
-                "or describe it as {path: ..., format: ...}"
+                "or describe it as {path: ..., format: ...}",
             )
         if self.probabilities is not None:
             if self.mix != "interleave":
-                raise ValueError("`probabilities` needs `mix: interleave`")
+                raise RuleError(("probabilities",), "`probabilities` needs `mix: interleave`")
             if len(self.probabilities) != len(self.datasets):
-                raise ValueError(
-                    f"{len(self.probabilities)} probabilities for {len(self.datasets)} datasets"
+                raise RuleError(
+                    ("probabilities",),
+                    f"{len(self.probabilities)} probabilities for {len(self.datasets)} datasets",
                 )
             if any(p < 0 for p in self.probabilities) or abs(sum(self.probabilities) - 1) > 1e-6:
-                raise ValueError("probabilities must be >= 0 and sum to 1")
+                raise RuleError(("probabilities",), "probabilities must be >= 0 and sum to 1")
         return self
 
     @field_validator("registry")
@@ -1002,69 +1039,84 @@ class Spec(Section):
         for index, dataset in enumerate(self.data.datasets):
             if isinstance(dataset, str) or dataset.shape == needed:
                 continue
-            raise ValueError(
+            raise RuleError(
+                ("data", "datasets", index),
                 f"data.datasets[{index}] ({dataset.resolved_name}) holds {dataset.shape} rows, "
-                f"but stage {self.stage.kind} trains on {_SHAPE_HINTS[needed]}"
+                f"but stage {self.stage.kind} trains on {_SHAPE_HINTS[needed]}",
             )
         stage, train = self.stage, self.train
         if isinstance(stage, GrpoStage):
             per_step = train.batch_size * train.grad_accum
             if per_step % stage.num_generations:
-                raise ValueError(
+                raise RuleError(
+                    ("stage", "num_generations"),
                     f"grpo samples {stage.num_generations} completions per prompt: "
                     f"train.batch_size x train.grad_accum ({per_step}) must be a multiple "
-                    "of stage.num_generations"
+                    "of stage.num_generations",
                 )
             stems = [r.file.rsplit("/", 1)[-1] for r in stage.rewards if hasattr(r, "file")]
             for stem in stems:
                 if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*\.py$", stem):
-                    raise ValueError(f"reward file {stem!r} must be an importable module name")
+                    message = f"reward file {stem!r} must be an importable module name"
+                    raise RuleError(("stage", "rewards"), message)
             if len(set(stems)) != len(stems):
-                raise ValueError("two reward functions come from files with the same name")
+                message = "two reward functions come from files with the same name"
+                raise RuleError(("stage", "rewards"), message)
         if isinstance(stage, KtoStage) and stage.loss_type == "kto" and train.batch_size < 2:
-            raise ValueError(
-                "the kto loss estimates its KL term within a batch: set train.batch_size >= 2"
+            raise RuleError(
+                ("train", "batch_size"),
+                "the kto loss estimates its KL term within a batch: set train.batch_size >= 2",
             )
         distributed = self.distributed
         if distributed.kind == "deepspeed" and self.pins.target == "cpu":
-            raise ValueError(
-                "DeepSpeed needs CUDA GPUs, but pins.target is cpu: use distributed: ddp or fsdp"
+            raise RuleError(
+                ("distributed", "kind"),
+                "DeepSpeed needs CUDA GPUs, but pins.target is cpu: use distributed: ddp or fsdp",
             )
         if (
             distributed.kind != "single"
             and distributed.num_machines > 1
             and (self.pins.target == "cpu")
         ):
-            raise ValueError(
-                "multi-node training needs a GPU pin set (pins.target cpu is for one machine)"
+            raise RuleError(
+                ("distributed", "num_machines"),
+                "multi-node training needs a GPU pin set (pins.target cpu is for one machine)",
             )
         if (
             isinstance(distributed, DeepspeedDistributed)
             and distributed.offload_params
             and (distributed.zero_stage != 3)
         ):
-            raise ValueError("distributed.offload_params needs zero_stage 3")
+            raise RuleError(
+                ("distributed", "offload_params"), "distributed.offload_params needs zero_stage 3"
+            )
         if self.stage.kind == "ppo" and distributed.kind != "single":
-            raise ValueError("the ppo stage (TRL 1.12 PPOTrainer) runs as a single process here")
+            message = "the ppo stage (TRL 1.12 PPOTrainer) runs as a single process here"
+            raise RuleError(("distributed",), message)
         if self.adapter.kind != "lora" and self.export.extra_adapters:
-            raise ValueError("export.extra_adapters merges LoRA adapters: it needs adapter lora")
+            message = "export.extra_adapters merges LoRA adapters: it needs adapter lora"
+            raise RuleError(("export", "extra_adapters"), message)
         if self.adapter.kind != "lora" and self.serve.lora_adapter:
-            raise ValueError("serve.lora_adapter serves a LoRA adapter: it needs adapter lora")
+            message = "serve.lora_adapter serves a LoRA adapter: it needs adapter lora"
+            raise RuleError(("serve", "lora_adapter"), message)
         if self.serve.lora_adapter and self.adapter.rank > 512:
-            raise ValueError(
+            raise RuleError(
+                ("serve", "lora_adapter"),
                 f"vLLM serves LoRA adapters up to rank 512 (--max-lora-rank); adapter.rank is "
-                f"{self.adapter.rank}: lower it, or serve the merged export (lora_adapter: false)"
+                f"{self.adapter.rank}: lower it, or serve the merged export (lora_adapter: false)",
             )
         if self.stage.kind == "rm" and (
             "serve" in self.model_fields_set or "export" in self.model_fields_set
         ):
-            raise ValueError(
+            raise RuleError(
+                ("serve" if "serve" in self.model_fields_set else "export",),
                 "stage rm trains a reward model (a scorer, not a chat model): it has no "
-                "serve or export settings; remove them"
+                "serve or export settings; remove them",
             )
         if self.data.packing and self.stage.kind != "sft":
-            raise ValueError(
-                "data.packing applies to stage sft (pt always packs into blocks); remove it"
+            raise RuleError(
+                ("data", "packing"),
+                "data.packing applies to stage sft (pt always packs into blocks); remove it",
             )
         return self
 

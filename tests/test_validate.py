@@ -146,6 +146,6 @@ def test_every_problem_is_reported_at_once() -> None:
 def test_masking_modes_exclude_each_other() -> None:
     text = VALID + "stage: {kind: sft, train_on_prompt: true, mask_history: true}\n"
     assert any(
-        p.startswith("spec.yaml:12:1: stage: train_on_prompt labels every token")
+        p.startswith("spec.yaml:12:43: stage.mask_history: train_on_prompt labels every token")
         for p in problems(text)
     )
