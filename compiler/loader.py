@@ -87,8 +87,44 @@ class _Builder:
             return items
         try:
             return self._constructor.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError as exc:
+            raise _problem(self.source, node.start_mark, f"invalid value: {exc.problem}") from None
         except yaml.YAMLError as exc:
             raise _problem(self.source, node.start_mark, f"invalid value: {exc}") from None
+
+
+MAX_DEPTH = 32
+_STANDARD_TAGS = ("tag:yaml.org,2002:seq", "tag:yaml.org,2002:map")
+
+
+def _check_events(text: str, source: str) -> None:
+    """Refuse what a spec never needs, before building anything: aliases (which can expand
+    exponentially), tags on lists and mappings, and nesting deeper than MAX_DEPTH."""
+    depth = 0
+    expecting_key: list[bool | None] = []  # per open collection: a mapping awaiting a key?
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        is_node = isinstance(event, yaml.NodeEvent | yaml.CollectionStartEvent)
+        is_key = is_node and bool(expecting_key) and expecting_key[-1]
+        if is_node and expecting_key and expecting_key[-1] is not None:
+            expecting_key[-1] = not expecting_key[-1]
+        if is_key and isinstance(event, yaml.ScalarEvent) and event.value == "<<":
+            if event.implicit[0]:
+                raise _problem(source, event.start_mark, "YAML merge keys (<<) are not supported")
+        if isinstance(event, yaml.AliasEvent):
+            message = f"YAML aliases (*{event.anchor}) are not supported"
+            raise _problem(source, event.start_mark, message)
+        if isinstance(event, yaml.CollectionStartEvent):
+            if event.tag is not None and event.tag not in _STANDARD_TAGS:
+                tag = event.tag.replace("!!", "tag:yaml.org,2002:", 1)
+                message = f"invalid value: could not determine a constructor for the tag {tag!r}"
+                raise _problem(source, event.start_mark, message)
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _problem(source, event.start_mark, "invalid YAML: nested too deeply")
+            expecting_key.append(True if isinstance(event, yaml.MappingStartEvent) else None)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+            expecting_key.pop()
 
 
 def parse_spec_text(text: bytes, source: str) -> LoadedSpec:
@@ -107,10 +143,19 @@ def parse_spec_text(text: bytes, source: str) -> LoadedSpec:
     if decoded.startswith("\ufeff"):
         decoded = decoded[1:]
     try:
+        _check_events(decoded, source)
         node = yaml.compose(decoded, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        raise _problem(source, mark, f"invalid YAML: {exc.problem or exc.context}") from None
+        if exc.context_mark is not None and "end of stream" in str(exc.problem):
+            mark = exc.context_mark  # an unclosed quote or bracket: point at where it opened
+        text = ", ".join(part for part in (exc.context, exc.problem) if part)
+        raise _problem(source, mark, f"invalid YAML: {text}") from None
+    except yaml.reader.ReaderError as exc:
+        before = decoded[: exc.position]
+        line, column = before.count("\n") + 1, len(before) - before.rfind("\n")
+        message = f"invalid YAML: unacceptable character #x{exc.character:04x}: {exc.reason}"
+        raise SpecError([Problem(source, line, column, "", message)]) from None
     except yaml.YAMLError as exc:
         raise _problem(source, None, f"invalid YAML: {exc}") from None
     if node is None:

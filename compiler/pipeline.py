@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lfc.errors import InputError, Problem, SpecError
@@ -25,7 +26,28 @@ class Compiled:
 def load_spec(path: Path) -> Spec:
     """Read and validate a spec file (registry names expanded); raises SpecError with positions."""
     loaded = read_spec_file(path)
-    return expand_names(validate_spec(loaded), loaded, path)
+    try:
+        return expand_names(validate_spec(loaded), loaded, path)
+    except SpecError as error:
+        raise _located(error, loaded) from None
+
+
+def _key_path(key: str) -> tuple[str | int, ...]:
+    """`data.datasets[0].path` -> `('data', 'datasets', 0, 'path')`."""
+    parts = re.findall(r"[^.\[\]]+|\[\d+\]", key)
+    return tuple(int(p[1:-1]) if p.startswith("[") else p for p in parts)
+
+
+def _located(error: SpecError, loaded: LoadedSpec) -> SpecError:
+    """The same problems, each given the position of its key in the spec when it has none."""
+    problems = []
+    for problem in error.problems:
+        if problem.line is None and problem.key and problem.source == loaded.source:
+            position = loaded.locate(_key_path(problem.key))
+            if position is not None:
+                problem = replace(problem, line=position[0], column=position[1])
+        problems.append(problem)
+    return SpecError(problems)
 
 
 def _problem(spec_path: Path, key: str, message: str) -> SpecError:
@@ -96,6 +118,10 @@ def expand_names(spec: Spec, loaded: LoadedSpec, spec_path: Path) -> Spec:
     if spec.data.registry is None:
         return spec
     file = spec_path.resolve().parent / spec.data.registry
+    if file.is_dir():
+        raise _problem(
+            spec_path, "data.registry", f"{spec.data.registry!r} is a folder; give a file"
+        )
     if not file.is_file():
         message = f"{spec.data.registry!r} does not exist (looked in {file.parent})"
         raise _problem(spec_path, "data.registry", message)
@@ -109,10 +135,13 @@ def compile_file(spec_path: Path, project: Path | None = None) -> Compiled:
     chat template's tokens.
     """
     loaded = read_spec_file(spec_path)
-    spec = expand_names(validate_spec(loaded), loaded, spec_path)
-    inputs = read_inputs(spec, spec_path)
-    plan = plan_project(spec, inputs, str(spec_path))
-    files = render_plan(plan, inputs)
+    try:
+        spec = expand_names(validate_spec(loaded), loaded, spec_path)
+        inputs = read_inputs(spec, spec_path)
+        plan = plan_project(spec, inputs, str(spec_path))
+        files = render_plan(plan, inputs)
+    except SpecError as error:
+        raise _located(error, loaded) from None
     if project is not None:
         check_local_tokenizer(
             plan.template,

@@ -147,8 +147,45 @@ def _message(error: Any, loaded: LoadedSpec) -> str:
         return f"unknown {field} {tag!r}{hint} expected one of: {', '.join(options)}"
     if kind == "union_tag_not_found":
         return f"needs a {error['ctx']['discriminator']} key"
+    if kind == "string_type" and loc and loc[-1] == "str":  # `name | {mapping}` fields
+        return f"expected a name or a mapping of keys, got {_kind_of(error.get('input'))}"
+    if kind in _TYPE_ERRORS:
+        return f"expected a mapping of keys, got {_kind_of(error.get('input'))}"
+    if kind == "too_short":
+        count = error.get("ctx", {}).get("min_length", 1)
+        return f"needs at least {count} item{'s' if count != 1 else ''}"
     message = error["msg"]
     return message.removeprefix("Value error, ")
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    for kind, name in ((str, "a string"), (list, "a list"), (int | float, "a number")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else "a value"
+
+
+_TYPE_ERRORS = ("model_type", "model_attributes_type", "dict_type")
+
+
+def _union_noise(error: Any, errors: list[Any]) -> bool:
+    """An error of a union branch that the other branch explains better.
+
+    `x: str | Section` reports both branches. The string branch's "should be a valid string"
+    is noise when the mapping was a mapping and failed inside; when the value was neither, the
+    mapping branch's type error is the noise and the string branch's line is kept.
+    """
+    loc = error["loc"]
+    if not loc:
+        return False
+    others = [o for o in errors if o is not error and o["loc"][: len(loc) - 1] == loc[:-1]]
+    others = [o for o in others if len(o["loc"]) >= len(loc)]
+    if loc[-1] == "str":
+        return any(not (o["type"] in _TYPE_ERRORS and len(o["loc"]) == len(loc)) for o in others)
+    string_branch = any(o["loc"] == (*loc[:-1], "str") for o in others)
+    return error["type"] in _TYPE_ERRORS and string_branch
 
 
 def validate_spec(loaded: LoadedSpec) -> Spec:
@@ -165,15 +202,8 @@ def validate_spec(loaded: LoadedSpec) -> Spec:
             ):
                 continue  # an item failed; its own error says why
             loc = error["loc"]
-            siblings = [
-                other["loc"]
-                for other in errors
-                if other is not error and loc and other["loc"][: len(loc) - 1] == loc[:-1]
-            ]
-            if loc and loc[-1] == "str" and any(len(o) > len(loc) for o in siblings):
-                continue  # the plain-string branch of a union; the other branch says why
-            if error["type"] in ("model_type", "dict_type") and (*loc[:-1], "str") in siblings:
-                continue  # neither a string nor a mapping: the string branch's error is enough
+            if _union_noise(error, errors):
+                continue
             rule = (error.get("ctx") or {}).get("error")
             if isinstance(rule, RuleError):
                 loc = (*loc, *rule.at)

@@ -8,6 +8,7 @@ to change.
 from __future__ import annotations
 
 import re
+import typing
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -37,7 +38,37 @@ class RuleError(ValueError):
 class Section(BaseModel):
     """Base of every spec section: immutable, unknown keys rejected."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=False)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", use_attribute_docstrings=False, allow_inf_nan=False
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, data: Any) -> Any:
+        """YAML's true/false are not 1/0: a number field given a boolean is an error."""
+        if isinstance(data, dict):
+            for key, value in data.items():
+                info = cls.model_fields.get(key) if isinstance(key, str) else None
+                if isinstance(value, bool) and info and not _allows_bool(info.annotation):
+                    message = f"expected {_expected(info.annotation)}, got {str(value).lower()}"
+                    raise RuleError((key,), message)
+        return data
+
+
+def _allows_bool(annotation: Any) -> bool:
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_allows_bool(arg) for arg in typing.get_args(annotation))
+
+
+def _expected(annotation: Any) -> str:
+    """A short name of what a field holds, for the boolean error."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if annotation in (int, float) or set(args) & {int, float}:
+        return "a number"
+    return "a value of another type"
 
 
 def _relative_path(value: str, what: str) -> str:
@@ -764,7 +795,12 @@ class TrainSpec(Section):
     )
     weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm.")
-    seed: int = Field(default=42, ge=0, description="Seed for data shuffling and initialisation.")
+    seed: int = Field(
+        default=42,
+        ge=0,
+        le=2**32 - 1,
+        description="Seed for data shuffling and initialisation (numpy takes < 2**32).",
+    )
     logging_steps: int = Field(default=10, gt=0, description="Log every N steps.")
     save_steps: int = Field(default=500, gt=0, description="Save a checkpoint every N steps.")
     save_total_limit: int | None = Field(

@@ -29,7 +29,9 @@ def test_positions_of_nested_keys_and_list_items() -> None:
         (b"a: [1, 2\n", "s.yaml:2:1: invalid YAML"),
         (b"a: !!python/object:os.system x\n", "s.yaml:1:4: invalid value"),
         (b"a: 1\n\xff\xfe: 2\n", "s.yaml:2: not valid UTF-8"),
+        (b"a: 1\nc:\n  <<: {b: 1}\n", "s.yaml:3:3: YAML merge keys (<<) are not supported"),
         (b"a: &x {b: 1}\nc:\n  <<: *x\n", "s.yaml:3:3: YAML merge keys (<<) are not supported"),
+        (b"a: &x {b: 1}\nc: *x\n", "s.yaml:2:4: YAML aliases (*x) are not supported"),
         (b"1: a\n", "s.yaml:1:1: keys must be strings"),
     ],
 )
