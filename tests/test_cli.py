@@ -184,3 +184,9 @@ def test_new_scaffolds_a_repository_that_compiles_and_verifies(tmp_path: Path) -
     assert code == 3 and "already exists" in out
     code, out = lfc("new", str(tmp_path / "other"), "--template", "lama3")
     assert code == 2 and "did you mean 'llama3'" in out and not (tmp_path / "other").exists()
+
+
+def test_no_colour_codes_when_not_a_terminal() -> None:
+    for args in (["--help"], ["compile", "--help"], ["explain", "train.learning_rate"]):
+        code, out = lfc(*args)
+        assert code == 0 and "\x1b[" not in out, args

@@ -153,3 +153,11 @@ def test_killed_compile_leaves_a_whole_project(
     recover(out)
     assert (out / "outputs" / "adapter.bin").read_bytes() == b"trained"
     assert not list(tmp_path.glob(".run.lfc-*"))
+
+
+@pytest.mark.parametrize("bad", ["../escape.txt", "/abs.txt", "a/../../b.txt"])
+def test_never_writes_outside_the_output_folder(tmp_path: Path, bad: str) -> None:
+    out = tmp_path / "deep" / "run"
+    with pytest.raises(AssertionError, match="outside the output folder"):
+        write_project({"ok.txt": b"x", bad: b"evil"}, out)
+    assert not list(tmp_path.rglob("*")), "nothing is written, not even the parent folder"
