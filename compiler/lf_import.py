@@ -156,8 +156,6 @@ UNSUPPORTED: dict[str, str] = {
     "use_badam": "BAdam is not supported yet",
     "use_adam_mini": "Adam-mini is not supported yet",
     "use_muon": "the Muon optimizer is not supported yet",
-    "use_dora": "DoRA is not supported yet",
-    "use_rslora": "rsLoRA is not supported yet",
     "use_unsloth": "Unsloth is not supported yet",
     "use_liger_kernel": "Liger kernels are not supported yet",
     "use_v1_kernels": "LLaMA-Factory's fused kernels are not supported",
@@ -274,6 +272,9 @@ def _adapter(state: _State, value: Any) -> None:
             "dropout": config.get("lora_dropout", 0.0),
             "target": "all-linear" if names == ["all"] else names,
         }
+        for flag in ("dora", "rslora"):
+            if config.get(f"use_{flag}"):
+                adapter[flag] = True
         state.spec["adapter"] = adapter
     else:
         state.refused.append(("finetuning_type", f"finetuning_type {value!r} is not supported"))
@@ -382,6 +383,8 @@ CONSUMED = {
     "lora_alpha",
     "lora_dropout",
     "lora_target",
+    "use_dora",
+    "use_rslora",
     "freeze_trainable_layers",
     "freeze_extra_modules",
     "freeze_trainable_modules",
@@ -467,7 +470,7 @@ def import_llamafactory(
 def _check_method_keys(state: _State) -> None:
     """A LoRA key on a full run (and the like) would be silently meaningless: refuse it."""
     kind = state.spec.get("adapter", {}).get("kind")
-    owners = {"lora": ("lora_",), "freeze": ("freeze_",)}
+    owners = {"lora": ("lora_", "use_dora", "use_rslora"), "freeze": ("freeze_",)}
     for method, prefixes in owners.items():
         stray = [k for k in state.config if str(k).startswith(prefixes) and kind != method]
         for key in stray:

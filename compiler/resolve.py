@@ -312,6 +312,9 @@ def _config(spec: Spec) -> dict[str, dict[str, Any]]:
             "lora_dropout": adapter.dropout,
             "lora_target_modules": target,
         }
+        for flag in ("dora", "rslora"):  # only what the spec turned on
+            if getattr(adapter, flag):
+                groups["adapter (LoRA)"][f"lora_use_{flag}"] = True
     elif adapter.kind == "freeze":
         groups["adapter (freeze)"] = {
             "freeze_trainable_layers": adapter.trainable_layers,

@@ -147,6 +147,16 @@ class LoraAdapter(Section):
         description="Modules that get adapters: `all-linear` or a list of module names "
         "such as `[q_proj, v_proj]`.",
     )
+    dora: bool = Field(
+        default=False,
+        description="DoRA: split each update into a magnitude vector (trained) and a LoRA "
+        "direction. Adds one parameter per output feature of every target module.",
+    )
+    rslora: bool = Field(
+        default=False,
+        description="rsLoRA: scale updates by alpha / sqrt(rank) instead of alpha / rank, "
+        "which keeps high ranks stable.",
+    )
 
     @field_validator("target")
     @classmethod
@@ -1135,6 +1145,12 @@ class Spec(Section):
         if self.adapter.kind != "lora" and self.serve.lora_adapter:
             message = "serve.lora_adapter serves a LoRA adapter: it needs adapter lora"
             raise RuleError(("serve", "lora_adapter"), message)
+        if self.serve.lora_adapter and self.adapter.dora:
+            raise RuleError(
+                ("serve", "lora_adapter"),
+                "vLLM 0.33 does not load DoRA adapters (its peft_helper refuses use_dora): "
+                "serve the merged export (lora_adapter: false)",
+            )
         if self.serve.lora_adapter and self.adapter.rank > 512:
             raise RuleError(
                 ("serve", "lora_adapter"),
