@@ -44,18 +44,14 @@ def _is_tag(part: str) -> bool:
 
 
 def _union_tags() -> set[str]:
+    """What Pydantic may put in `loc` for a union member: its tag value or its class name."""
     tags: set[str] = set()
-
-    def walk(model: type[BaseModel]) -> None:
-        for info in model.model_fields.values():
-            for member in _models_in(info.annotation):
-                for key in ("kind", "format", "builtin"):
-                    if key in member.model_fields:
-                        tags.update(typing.get_args(member.model_fields[key].annotation))
-                walk(member)
-
-    walk(Spec)
-    return tags | {model.__name__ for model in _all_models()}
+    for model in _all_models():
+        tags.add(model.__name__)
+        for key in ("kind", "format", "builtin"):
+            if key in model.model_fields:
+                tags.update(typing.get_args(model.model_fields[key].annotation))
+    return tags
 
 
 def _all_models() -> list[type[BaseModel]]:
