@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lfc.pipeline import compile_file
 from lfc.writer import write_project
@@ -43,3 +44,22 @@ def compile_example(name: str, out: Path, model: Path | None = None) -> Path:
             shutil.copytree(model, target)
     write_project(compile_file(spec_path).files, out)
     return out
+
+
+def write_variant(
+    folder: Path, sections: dict, example: str = "quickstart", model: Path | None = None
+) -> Path:
+    """examples/EXAMPLE.yaml with some top-level sections replaced, as `folder`/spec.yaml.
+
+    The example data is linked beside it, and `model` as ../tiny-llama's stand-in `tiny-llama`
+    (the examples name the model relative to the project folder `folder`/run).
+    """
+    spec = yaml.safe_load((EXAMPLES / f"{example}.yaml").read_text())
+    spec.update(sections)
+    if not (folder / "data").exists():
+        (folder / "data").symlink_to(EXAMPLES / "data")
+    if model is not None and not (folder / "tiny-llama").exists():
+        (folder / "tiny-llama").symlink_to(model)
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path

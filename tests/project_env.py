@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
+import time
 import venv
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -17,6 +21,33 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 900) -> s
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{cmd}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return result.stdout + result.stderr
+
+
+@contextmanager
+def serving(python: Path | str, project: Path, env: dict[str, str]) -> Iterator[str]:
+    """The project's serve.py on a free loopback port: yields its base URL (…/v1), then stops it.
+
+    Its output goes to serve.log beside the project, so `lfc verify` sees no extra file.
+    """
+    log = project.parent / "serve.log"
+    with log.open("w") as sink:
+        server = subprocess.Popen(
+            [str(python), "serve.py", "--serve_port", "0"],
+            cwd=project,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while not (found := re.search(r"on (http://127\.0\.0\.1:\d+/v1)", log.read_text())):
+            assert server.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "serve.py did not start in 120 s"
+            time.sleep(0.2)
+        yield found.group(1)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def clean_env(bin_dir: Path) -> dict[str, str]:

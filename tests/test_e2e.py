@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import compile_example
-from project_env import clean_env, project_venv, run
+from project_env import clean_env, project_venv, run, serving
 
 pytestmark = pytest.mark.e2e
 
@@ -140,22 +138,8 @@ def test_quickstart_end_to_end(project: Path, project_python: Path) -> None:
 
 def _serve_once(python: Path, project: Path, env: dict[str, str]) -> None:
     openai = pytest.importorskip("openai")
-    log = project.parent / "serve.log"
-    with log.open("w") as sink:
-        server = subprocess.Popen(
-            [python, "serve.py", "--serve_port", "0"],
-            cwd=project,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 120
-        while not (found := re.search(r"on (http://127\.0\.0\.1:\d+/v1)", log.read_text())):
-            assert server.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "serve.py did not start"
-            time.sleep(0.2)
-        client = openai.OpenAI(base_url=found.group(1), api_key="unused")
+    with serving(python, project, env) as url:
+        client = openai.OpenAI(base_url=url, api_key="unused")
         reply = client.chat.completions.create(
             model="lfc-model",
             messages=[{"role": "user", "content": "Describe a process of making crepes."}],
@@ -164,6 +148,3 @@ def _serve_once(python: Path, project: Path, env: dict[str, str]) -> None:
         )
         assert reply.choices[0].finish_reason in ("stop", "length")
         assert reply.usage.completion_tokens <= 8
-    finally:
-        server.terminate()
-        server.wait(timeout=30)

@@ -14,12 +14,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from lfc.pipeline import compile_file
 from lfc.writer import write_project
 
-from conftest import EXAMPLES
+from conftest import write_variant
+from project_env import run
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
@@ -30,9 +30,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
 def _run(args: list[str], cwd: Path) -> str:
-    result = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    return result.stdout
+    return run(args, cwd, ENV)
 
 
 def _tensors(folder: Path) -> dict:
@@ -61,13 +59,9 @@ def test_export_merges_adapters_in_order_with_dtype_shards_and_a_4bit_copy(
     tmp_path: Path, tiny_model: Path
 ) -> None:
     pytest.importorskip("bitsandbytes")
-    spec = yaml.safe_load((EXAMPLES / "quickstart.yaml").read_text())
-    spec["export"] = {"quantization": "bnb-4bit"}
-    (tmp_path / "data").symlink_to(EXAMPLES / "data")
-    (tmp_path / "tiny-llama").symlink_to(tiny_model)
-    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    spec = write_variant(tmp_path, {"export": {"quantization": "bnb-4bit"}}, model=tiny_model)
     project = tmp_path / "run"
-    write_project(compile_file(tmp_path / "spec.yaml").files, project)
+    write_project(compile_file(spec).files, project)
     assert "bitsandbytes==0.50.2" in (project / "requirements.txt").read_text().splitlines()
 
     _run([sys.executable, "data.py"], project)
@@ -118,12 +112,8 @@ def test_export_merges_adapters_in_order_with_dtype_shards_and_a_4bit_copy(
 
 
 def test_export_refuses_a_folder_without_an_adapter(tmp_path: Path, tiny_model: Path) -> None:
-    spec = yaml.safe_load((EXAMPLES / "quickstart.yaml").read_text())
-    (tmp_path / "data").symlink_to(EXAMPLES / "data")
-    (tmp_path / "tiny-llama").symlink_to(tiny_model)
-    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     project = tmp_path / "run"
-    write_project(compile_file(tmp_path / "spec.yaml").files, project)
+    write_project(compile_file(write_variant(tmp_path, {}, model=tiny_model)).files, project)
     result = subprocess.run(
         [sys.executable, "export.py"], cwd=project, env=ENV, capture_output=True, text=True
     )

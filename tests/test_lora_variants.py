@@ -20,7 +20,8 @@ from lfc.errors import SpecError
 from lfc.pipeline import compile_file
 from lfc.writer import write_project
 
-from conftest import EXAMPLES
+from conftest import EXAMPLES, write_variant
+from project_env import run
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
@@ -31,20 +32,16 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
 def _run(args: list[str], cwd: Path) -> None:
-    result = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    run(args, cwd, ENV)
 
 
 def _project(tmp_path: Path, tiny_model: Path, adapter: dict, serve: dict | None = None) -> Path:
-    spec = yaml.safe_load((EXAMPLES / "quickstart.yaml").read_text())
-    spec["adapter"].update(adapter)
+    quickstart = yaml.safe_load((EXAMPLES / "quickstart.yaml").read_text())
+    sections = {"adapter": {**quickstart["adapter"], **adapter}}
     if serve is not None:
-        spec["serve"] = serve
-    (tmp_path / "data").symlink_to(EXAMPLES / "data")
-    (tmp_path / "tiny-llama").symlink_to(tiny_model)
-    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+        sections["serve"] = serve
     project = tmp_path / "run"
-    write_project(compile_file(tmp_path / "spec.yaml").files, project)
+    write_project(compile_file(write_variant(tmp_path, sections, model=tiny_model)).files, project)
     return project
 
 

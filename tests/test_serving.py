@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -24,6 +21,8 @@ import pytest
 from lfc.pipeline import compile_file
 from lfc.template_render import render_conversation
 from lfc.writer import write_project
+
+from project_env import run, serving
 
 pytest.importorskip("trl")
 openai = pytest.importorskip("openai")
@@ -49,9 +48,7 @@ serve: {served_model_name: tiny-chat}
 
 
 def _run(args: list[str], cwd: Path) -> str:
-    result = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    return result.stdout + result.stderr
+    return run(args, cwd, ENV)
 
 
 @pytest.fixture(scope="module")
@@ -71,26 +68,8 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) 
 
 @pytest.fixture(scope="module")
 def server(trained_project: Path) -> Iterator[str]:
-    """serve.py on a free loopback port; yields its base URL, stops it afterwards."""
-    log = trained_project.parent / "serve.log"
-    with log.open("w") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "serve.py", "--serve_port", "0"],
-            cwd=trained_project,
-            env=ENV,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 120
-        while not (found := re.search(r"on (http://127\.0\.0\.1:\d+/v1)", log.read_text())):
-            assert process.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "serve.py did not start in 120 s"
-            time.sleep(0.2)
-        yield found.group(1)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with serving(sys.executable, trained_project, ENV) as url:
+        yield url
 
 
 def _tokenizer(project: Path):

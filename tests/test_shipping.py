@@ -28,7 +28,7 @@ from lfc.ollama import derive
 from lfc.pipeline import compile_file
 from lfc.template_render import render_conversation
 
-from conftest import EXAMPLES, FIXTURES, example_specs
+from conftest import FIXTURES, example_specs, write_variant
 
 VLLM = FIXTURES / "vllm"
 DIGEST = "sha256:" + "0123456789abcdef" * 4  # a well-formed test value, not a real image
@@ -41,13 +41,7 @@ def _vllm_options() -> set[str]:
 
 def _compile(tmp_path: Path, overrides: dict, example: str = "quickstart") -> dict[str, str]:
     """Compile an example with some top-level sections replaced."""
-    spec = yaml.safe_load((EXAMPLES / f"{example}.yaml").read_text())
-    spec.update(overrides)
-    if not (tmp_path / "data").exists():
-        (tmp_path / "data").symlink_to(EXAMPLES / "data")
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    files = compile_file(path).files
+    files = compile_file(write_variant(tmp_path, overrides, example)).files
     return {name: data.decode() for name, data in files.items() if not name.startswith("data/")}
 
 
