@@ -116,9 +116,6 @@ UNSUPPORTED: dict[str, str] = {
     "deepspeed": "DeepSpeed needs a GPU pin set; use `distributed: fsdp` or ddp",
     "fsdp": "set `distributed: fsdp` in the spec instead",
     "fsdp_transformer_layer_cls_to_wrap": "lfc's fsdp wraps every decoder layer",
-    "quantization_bit": "QLoRA / quantized training is not supported yet",
-    "quantization_method": "quantized training is not supported yet",
-    "double_quantization": "quantized training is not supported yet",
     "adapter_name_or_path": "continuing from an existing adapter is not supported yet",
     "eval_dataset": "a separate evaluation dataset is not supported; use data.val_size",
     "do_predict": "prediction runs are not training: use chat.py or serve.py",
@@ -128,10 +125,6 @@ UNSUPPORTED: dict[str, str] = {
     "optim": "only AdamW is supported yet",
     "mixture_of_depths": "Mixture-of-Depths is not supported",
     "use_llama_pro": "LLaMA Pro block expansion is not supported yet",
-    "loraplus_lr_ratio": "LoRA+ is not supported yet",
-    "pissa_init": "PiSSA initialisation is not supported yet",
-    "pissa_iter": "PiSSA initialisation is not supported yet",
-    "pissa_convert": "PiSSA initialisation is not supported yet",
     "pref_ftx": "the SFT term in preference losses is not supported yet",
     "fp8": "FP8 training needs GPUs and is not supported",
     "fp8_backend": "FP8 training needs GPUs and is not supported",
@@ -163,8 +156,8 @@ UNSUPPORTED: dict[str, str] = {
     "use_dft_loss": "the DFT loss is not supported",
     "use_asft_loss": "the ASFT loss is not supported",
     "use_eaft_loss": "the EAFT loss is not supported",
-    "neftune_noise_alpha": "NEFTune is not supported yet",
-    "rope_scaling": "rope scaling is not supported yet",
+    "rope_scaling": "set model.rope_scaling {type, factor} in the spec: LLaMA-Factory derives "
+    "the factor from the model's context length, which the import does not read",
 }
 # Method families whose switches all start alike.
 UNSUPPORTED_PREFIXES: dict[str, str] = {
@@ -256,9 +249,9 @@ def _adapter(state: _State, value: Any) -> None:
         adapter: dict[str, Any] = {"kind": "freeze", "trainable_layers": layers}
         if config.get("freeze_extra_modules"):
             adapter["extra_modules"] = _names(config["freeze_extra_modules"])
-        if config.get("freeze_trainable_modules", "all") != "all":
-            message = "lfc's freeze trains whole decoder layers (all their modules)"
-            state.refused.append(("freeze_trainable_modules", message))
+        modules = _names(config.get("freeze_trainable_modules", "all"))
+        if modules != ["all"]:
+            adapter["trainable_modules"] = modules
         state.spec["adapter"] = adapter
     elif value == "lora":
         rank = config.get("lora_rank", 8)
@@ -275,9 +268,39 @@ def _adapter(state: _State, value: Any) -> None:
         for flag in ("dora", "rslora"):
             if config.get(f"use_{flag}"):
                 adapter[flag] = True
+        if config.get("additional_target"):
+            adapter["modules_to_save"] = _names(config["additional_target"])
+        if config.get("loraplus_lr_ratio"):
+            adapter["loraplus_lr_ratio"] = config["loraplus_lr_ratio"]
+        if config.get("pissa_init"):
+            adapter["init"] = "pissa"
+            # LLaMA-Factory's pissa_iter: -1 is the exact SVD, otherwise fast SVD iterations.
+            niter = config.get("pissa_iter", 16)
+            if isinstance(niter, int) and niter > 0:
+                adapter["pissa_niter"] = niter
+            if not config.get("pissa_convert"):
+                message = "train.py always saves PiSSA adapters converted to plain LoRA"
+                state.notes.append(("pissa_convert", message))
         state.spec["adapter"] = adapter
     else:
         state.refused.append(("finetuning_type", f"finetuning_type {value!r} is not supported"))
+
+
+def _quantization(state: _State, value: Any) -> None:
+    config = state.config
+    method = config.get("quantization_method", "bnb")
+    if method != "bnb":
+        message = f"quantization_method {method!r}: lfc trains on bitsandbytes (bnb) only"
+        state.refused.append(("quantization_method", message))
+        return
+    if value not in (4, 8):
+        state.refused.append(("quantization_bit", f"quantization_bit {value!r}: use 4 or 8"))
+        return
+    quantization: dict[str, Any] = {"bits": value}
+    if value == 4:
+        quantization["type"] = config.get("quantization_type", "nf4")
+        quantization["double_quant"] = bool(config.get("double_quantization", True))
+    state.set("model", "quantization", quantization)
 
 
 def _template(state: _State, value: Any) -> None:
@@ -361,6 +384,8 @@ HANDLERS: dict[str, Callable[[_State, Any], None]] = {
     "report_to": _report_to,
     "flash_attn": _flash_attn,
     "max_steps": _max_steps,
+    "quantization_bit": _quantization,
+    "neftune_noise_alpha": lambda state, value: value and state.set("train", "neftune_alpha", value),
     "resume_from_checkpoint": _resume,
     "bf16": lambda state, value: _precision(state, "bf16", value),
     "fp16": lambda state, value: _precision(state, "fp16", value),
@@ -385,6 +410,14 @@ CONSUMED = {
     "lora_target",
     "use_dora",
     "use_rslora",
+    "additional_target",
+    "loraplus_lr_ratio",
+    "pissa_init",
+    "pissa_iter",
+    "pissa_convert",
+    "quantization_method",
+    "quantization_type",
+    "double_quantization",
     "freeze_trainable_layers",
     "freeze_extra_modules",
     "freeze_trainable_modules",

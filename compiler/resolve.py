@@ -128,6 +128,16 @@ class Plan:
         return self.spec.stage.kind
 
     @property
+    def loraplus(self) -> bool:
+        """LoRA+: train.py's trainer builds model.py's LoRA+ optimizer."""
+        return getattr(self.spec.adapter, "loraplus_lr_ratio", None) is not None
+
+    @property
+    def converts_adapter(self) -> bool:
+        """PiSSA / OLoRA: the trained adapter is rewritten as plain LoRA on the original base."""
+        return getattr(self.spec.adapter, "init", "default") in ("pissa", "olora")
+
+    @property
     def stage_shape(self) -> str:
         """The rows data.py makes: text, conversation, pairwise, kto or prompt."""
         if self.stage in ("grpo", "ppo"):
@@ -312,14 +322,43 @@ def _config(spec: Spec) -> dict[str, dict[str, Any]]:
             "lora_dropout": adapter.dropout,
             "lora_target_modules": target,
         }
+        lora = groups["adapter (LoRA)"]
         for flag in ("dora", "rslora"):  # only what the spec turned on
             if getattr(adapter, flag):
-                groups["adapter (LoRA)"][f"lora_use_{flag}"] = True
+                lora[f"lora_use_{flag}"] = True
+        if adapter.init != "default":
+            lora["lora_init"] = adapter.init
+        if adapter.pissa_niter is not None:
+            lora["lora_pissa_niter"] = adapter.pissa_niter
+        if adapter.loraplus_lr_ratio is not None:
+            lora["loraplus_lr_ratio"] = adapter.loraplus_lr_ratio
+        if adapter.bias != "none":
+            lora["lora_bias"] = adapter.bias
+        if adapter.modules_to_save:
+            lora["lora_modules_to_save"] = list(adapter.modules_to_save)
     elif adapter.kind == "freeze":
         groups["adapter (freeze)"] = {
             "freeze_trainable_layers": adapter.trainable_layers,
             "freeze_extra_modules": list(adapter.extra_modules),
         }
+        if adapter.trainable_modules:
+            groups["adapter (freeze)"]["freeze_trainable_modules"] = list(
+                adapter.trainable_modules
+            )
+    if model.quantization is not None:
+        quant = model.quantization
+        groups["quantization (bitsandbytes)"] = {"quantization_bits": quant.bits}
+        if quant.bits == 4:
+            groups["quantization (bitsandbytes)"].update(
+                {
+                    "bnb_4bit_quant_type": quant.type,
+                    "bnb_4bit_use_double_quant": quant.double_quant,
+                    "bnb_4bit_compute_dtype": quant.compute_dtype,
+                }
+            )
+    if model.rope_scaling is not None:
+        groups["model"]["rope_scaling_type"] = model.rope_scaling.type
+        groups["model"]["rope_scaling_factor"] = model.rope_scaling.factor
     data = spec.data
     groups["data"] = {
         "cutoff_len": data.cutoff_len,
@@ -348,6 +387,8 @@ def _config(spec: Spec) -> dict[str, dict[str, Any]]:
         "report_to": list(train.report_to) or ["none"],
         "activation_checkpointing": train.gradient_checkpointing,
     }
+    if train.neftune_alpha is not None:
+        training["neftune_noise_alpha"] = train.neftune_alpha
     training.update(_stage_training(spec))
     if data.val_size > 0:
         training["eval_strategy"] = "steps"
@@ -500,6 +541,6 @@ def resolve(
 def _extras(spec: Spec) -> tuple[str, ...]:
     """The optional packages this spec uses (each pinned only then)."""
     extras = list(spec.train.report_to)
-    if spec.export.quantization != "none":
+    if spec.export.quantization != "none" or spec.model.quantization is not None:
         extras.append("bitsandbytes")
     return tuple(extras)

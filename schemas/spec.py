@@ -85,6 +85,44 @@ def _relative_path(value: str, what: str) -> str:
     return "/".join(p for p in parts if p not in ("", "."))
 
 
+class QuantizationSpec(Section):
+    bits: Literal[4, 8] = Field(
+        description="Load the base model in 4-bit or 8-bit (bitsandbytes) and train LoRA "
+        "adapters on it (QLoRA). The frozen weights stay quantized; the adapters train in "
+        "compute_dtype."
+    )
+    type: Literal["nf4", "fp4"] = Field(
+        default="nf4", description="4-bit only: NormalFloat4 (nf4) or plain fp4 weights."
+    )
+    double_quant: bool = Field(
+        default=True,
+        description="4-bit only: quantize the quantization constants too (~0.4 bits/weight "
+        "saved).",
+    )
+    compute_dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        default="bfloat16",
+        description="4-bit only: dtype the quantized layers compute in.",
+    )
+
+    @model_validator(mode="after")
+    def _four_bit_only(self) -> QuantizationSpec:
+        if self.bits == 8:
+            for key in ("type", "double_quant", "compute_dtype"):
+                if key in self.model_fields_set:
+                    raise RuleError((key,), f"{key} applies to 4-bit quantization (bits: 4)")
+        return self
+
+
+class RopeScalingSpec(Section):
+    type: Literal["linear", "dynamic", "yarn"] = Field(
+        description="How RoPE positions are stretched: linear (position interpolation), "
+        "dynamic (NTK-aware, grows with the sequence), or yarn."
+    )
+    factor: float = Field(
+        gt=1, le=64, description="Context length multiple, e.g. 2.0 doubles the usable context."
+    )
+
+
 class ModelSpec(Section):
     name_or_path: str = Field(
         min_length=1,
@@ -116,6 +154,16 @@ class ModelSpec(Section):
         default="sdpa",
         description="Attention kernel: `sdpa` (PyTorch scaled dot-product) or `eager`.",
     )
+    quantization: QuantizationSpec | None = Field(
+        default=None,
+        description="QLoRA: train LoRA adapters on a bitsandbytes 4-bit or 8-bit base model "
+        "(pins bitsandbytes). export.py merges into the unquantized base.",
+    )
+    rope_scaling: RopeScalingSpec | None = Field(
+        default=None,
+        description="Stretch the model's rotary position embeddings to train on longer "
+        "sequences than it was pre-trained on.",
+    )
 
 
 class FullAdapter(Section):
@@ -129,10 +177,23 @@ class FreezeAdapter(Section):
     trainable_layers: int = Field(
         default=2, gt=0, description="How many of the last decoder layers are trained."
     )
+    trainable_modules: tuple[str, ...] = Field(
+        default=(),
+        description="Within the trained layers, only these modules (e.g. `[mlp]` or "
+        "`[self_attn.q_proj, mlp]`); empty trains the whole layers.",
+    )
     extra_modules: tuple[str, ...] = Field(
         default=(),
         description="Parameter name prefixes trained besides the layers, e.g. `lm_head`.",
     )
+
+    @field_validator("trainable_modules", "extra_modules")
+    @classmethod
+    def _module_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_.]*$", name):
+                raise ValueError(f"{name!r} is not a module name (like mlp or lm_head)")
+        return value
 
 
 class LoraAdapter(Section):
@@ -158,12 +219,82 @@ class LoraAdapter(Section):
         "which keeps high ranks stable.",
     )
 
+    init: Literal["default", "gaussian", "pissa", "olora"] = Field(
+        default="default",
+        description="How the adapters start. default: A random, B zero (the update starts at "
+        "0); gaussian: A from a Gaussian; pissa: A and B from the top singular vectors of each "
+        "weight, the rest stays in the base (PiSSA); olora: from a QR decomposition (OLoRA). "
+        "pissa and olora change the base weights while training, so train.py rewrites the "
+        "final adapter as plain LoRA on the original base (rank 2 x rank).",
+    )
+    pissa_niter: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="init pissa only: use a fast randomized SVD with this many subspace "
+        "iterations instead of the exact SVD (LLaMA-Factory's pissa_iter).",
+    )
+    loraplus_lr_ratio: float | None = Field(
+        default=None,
+        gt=0,
+        le=1024,
+        description="LoRA+: the B matrices learn this many times faster than the A matrices "
+        "(the LoRA+ paper suggests 16). None: one learning rate for both.",
+    )
+    bias: Literal["none", "all", "lora_only"] = Field(
+        default="none",
+        description="Biases trained with the adapters: none, all of the model's, or only "
+        "those of the target modules.",
+    )
+    modules_to_save: tuple[str, ...] = Field(
+        default=(),
+        description="Modules trained in full and saved with the adapter, e.g. "
+        "`[lm_head, embed_tokens]` (needed when new tokens were added).",
+    )
+
     @field_validator("target")
     @classmethod
     def _target_not_empty(cls, value: Any) -> Any:
         if isinstance(value, tuple) and not value:
             raise ValueError("list at least one module, or use `all-linear`")
         return value
+
+    @field_validator("modules_to_save")
+    @classmethod
+    def _module_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_.]*$", name):
+                raise ValueError(f"{name!r} is not a module name (like lm_head)")
+        return value
+
+    @model_validator(mode="after")
+    def _init_options(self) -> LoraAdapter:
+        if self.pissa_niter is not None and self.init != "pissa":
+            raise RuleError(("pissa_niter",), "pissa_niter needs init: pissa")
+        if self.init in ("pissa", "olora") and self.dora:
+            raise RuleError(
+                ("init",),
+                f"peft rewrites {self.init} adapters as plain LoRA only without DoRA: "
+                "choose init or dora",
+            )
+        if self.init in ("pissa", "olora") and self.modules_to_save:
+            raise RuleError(
+                ("modules_to_save",),
+                f"peft 0.21's rewrite of {self.init} adapters as plain LoRA drops the "
+                "modules_to_save weights: use init default with modules_to_save",
+            )
+        if self.init in ("pissa", "olora") and self.bias != "none":
+            raise RuleError(
+                ("bias",),
+                f"peft's rewrite of {self.init} adapters as plain LoRA loads a second adapter, "
+                "and only one adapter may train biases: use bias none with this init",
+            )
+        return self
+
+    @property
+    def saved_rank(self) -> int:
+        """Rank of the adapter train.py saves: pissa/olora ones are rewritten at twice it."""
+        return 2 * self.rank if self.init in ("pissa", "olora") else self.rank
 
 
 Adapter = Annotated[FullAdapter | FreezeAdapter | LoraAdapter, Field(discriminator="kind")]
@@ -833,6 +964,13 @@ class TrainSpec(Section):
         default=False,
         description="Recompute activations in the backward pass: less memory, ~20% slower.",
     )
+    neftune_alpha: float | None = Field(
+        default=None,
+        gt=0,
+        le=100,
+        description="NEFTune: add uniform noise scaled by alpha / sqrt(length x hidden) to the "
+        "input embeddings while training (the paper uses 5). None: off.",
+    )
 
     @field_validator("output_dir")
     @classmethod
@@ -1151,11 +1289,12 @@ class Spec(Section):
                 "vLLM 0.33 does not load DoRA adapters (its peft_helper refuses use_dora): "
                 "serve the merged export (lora_adapter: false)",
             )
-        if self.serve.lora_adapter and self.adapter.rank > 512:
+        if self.serve.lora_adapter and self.adapter.saved_rank > 512:
             raise RuleError(
                 ("serve", "lora_adapter"),
-                f"vLLM serves LoRA adapters up to rank 512 (--max-lora-rank); adapter.rank is "
-                f"{self.adapter.rank}: lower it, or serve the merged export (lora_adapter: false)",
+                f"vLLM serves LoRA adapters up to rank 512 (--max-lora-rank); the saved "
+                f"adapter has rank {self.adapter.saved_rank}: lower adapter.rank, or serve the "
+                "merged export (lora_adapter: false)",
             )
         if self.stage.kind == "rm" and (
             "serve" in self.model_fields_set or "export" in self.model_fields_set
@@ -1165,12 +1304,54 @@ class Spec(Section):
                 "stage rm trains a reward model (a scorer, not a chat model): it has no "
                 "serve or export settings; remove them",
             )
+        self._method_rules()
         if self.data.packing and self.stage.kind != "sft":
             raise RuleError(
                 ("data", "packing"),
                 "data.packing applies to stage sft (pt always packs into blocks); remove it",
             )
         return self
+
+    def _method_rules(self) -> None:
+        """Fine-tuning methods that cannot be combined, each refused at its key."""
+        adapter, stage = self.adapter, self.stage.kind
+        quantization = self.model.quantization
+        if quantization is not None and adapter.kind != "lora":
+            raise RuleError(
+                ("model", "quantization"),
+                f"a quantized base model cannot be trained with adapter {adapter.kind}: its "
+                "weights are frozen integers. QLoRA trains LoRA adapters on it: adapter: lora",
+            )
+        if quantization is not None and self.distributed.kind == "fsdp":
+            raise RuleError(
+                ("model", "quantization"),
+                "FSDP cannot shard bitsandbytes-quantized weights here: use distributed: ddp",
+            )
+        if quantization is not None and stage == "ppo":
+            message = "the ppo stage loads four models in full precision: no quantization"
+            raise RuleError(("model", "quantization"), message)
+        if isinstance(adapter, LoraAdapter):
+            if adapter.loraplus_lr_ratio is not None and stage == "ppo":
+                raise RuleError(
+                    ("adapter", "loraplus_lr_ratio"),
+                    "TRL 1.12's PPOTrainer builds its own optimizer: LoRA+ is not available "
+                    "for stage ppo",
+                )
+            if adapter.init in ("pissa", "olora") and quantization is not None:
+                raise RuleError(
+                    ("adapter", "init"),
+                    f"{adapter.init} initialises from the full-precision weights; it cannot "
+                    "start from a quantized model: remove model.quantization or the init",
+                )
+            if adapter.init in ("pissa", "olora") and stage in ("ppo", "rm"):
+                message = f"init {adapter.init} is for generative stages (not {stage})"
+                raise RuleError(("adapter", "init"), message)
+        if self.train.neftune_alpha is not None and stage in ("rm", "ppo", "grpo"):
+            raise RuleError(
+                ("train", "neftune_alpha"),
+                f"NEFTune noises the embeddings of supervised answers; stage {stage} does "
+                "not train that way: remove neftune_alpha",
+            )
 
     @field_validator("adapter", "stage", "distributed", mode="before")
     @classmethod

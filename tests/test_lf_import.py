@@ -233,13 +233,40 @@ def test_preference_losses_choose_the_stage(extra: dict, stage: dict) -> None:
     assert _spec(config)["stage"] == stage
 
 
+def test_method_options_map_onto_the_spec() -> None:
+    lora = _spec(
+        {
+            **MINIMAL,
+            "pissa_init": True,
+            "pissa_iter": 4,
+            "pissa_convert": True,
+            "loraplus_lr_ratio": 16.0,
+            "quantization_bit": 4,
+            "quantization_type": "fp4",
+            "double_quantization": False,
+            "neftune_noise_alpha": 5,
+        }
+    )
+    assert lora["adapter"]["init"] == "pissa" and lora["adapter"]["pissa_niter"] == 4
+    assert lora["adapter"]["loraplus_lr_ratio"] == 16.0
+    assert lora["model"]["quantization"] == {"bits": 4, "type": "fp4", "double_quant": False}
+    assert lora["train"]["neftune_alpha"] == 5
+    exact = _spec({**MINIMAL, "pissa_init": True, "pissa_iter": -1, "additional_target": "lm_head"})
+    assert "pissa_niter" not in exact["adapter"]
+    assert exact["adapter"]["modules_to_save"] == ["lm_head"]
+    freeze = {"finetuning_type": "freeze", "freeze_trainable_modules": "mlp,self_attn"}
+    assert _spec({**MINIMAL, **freeze})["adapter"]["trainable_modules"] == ["mlp", "self_attn"]
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
         ({"no_such_key": 1}, "no_such_key: lfc has no mapping for this option"),
         ({"finetuning_type": "full", "lora_rank": 8}, "lora_rank: a lora option, but"),
         ({"pref_beta": 0.2}, "pref_beta: a preference option, but stage is sft"),
-        ({"quantization_bit": 4}, "quantization_bit: QLoRA"),
+        ({"quantization_bit": 3}, "quantization_bit: quantization_bit 3: use 4 or 8"),
+        ({"quantization_bit": 4, "quantization_method": "hqq"}, "quantization_method: .*bnb"),
+        ({"rope_scaling": "linear"}, "rope_scaling: set model.rope_scaling"),
         ({"template": "qwen2_vl"}, "template: 'qwen2_vl' is multimodal"),
         ({"template": "nonsense"}, "template: no lfc template for 'nonsense'"),
         ({"stage": "sft", "report_to": "wandb"}, r"report_to: trackers \['wandb'\]"),

@@ -68,7 +68,9 @@ def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
 
 
 def load_model(
-    args: ModelArguments, path: str | None = None, trust_remote_code: bool = False
+    args: ModelArguments,
+    path: str | None = None,
+    trust_remote_code: bool = False,
 ) -> PreTrainedModel:
     """The causal LM from `path` (default: the base model), in the configured dtype."""
     return AutoModelForCausalLM.from_pretrained(
