@@ -385,7 +385,9 @@ HANDLERS: dict[str, Callable[[_State, Any], None]] = {
     "flash_attn": _flash_attn,
     "max_steps": _max_steps,
     "quantization_bit": _quantization,
-    "neftune_noise_alpha": lambda state, value: value and state.set("train", "neftune_alpha", value),
+    "neftune_noise_alpha": lambda state, value: (
+        value and state.set("train", "neftune_alpha", value)
+    ),
     "resume_from_checkpoint": _resume,
     "bf16": lambda state, value: _precision(state, "bf16", value),
     "fp16": lambda state, value: _precision(state, "fp16", value),

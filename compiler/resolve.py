@@ -342,9 +342,7 @@ def _config(spec: Spec) -> dict[str, dict[str, Any]]:
             "freeze_extra_modules": list(adapter.extra_modules),
         }
         if adapter.trainable_modules:
-            groups["adapter (freeze)"]["freeze_trainable_modules"] = list(
-                adapter.trainable_modules
-            )
+            groups["adapter (freeze)"]["freeze_trainable_modules"] = list(adapter.trainable_modules)
     if model.quantization is not None:
         quant = model.quantization
         groups["quantization (bitsandbytes)"] = {"quantization_bits": quant.bits}

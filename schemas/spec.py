@@ -96,8 +96,7 @@ class QuantizationSpec(Section):
     )
     double_quant: bool = Field(
         default=True,
-        description="4-bit only: quantize the quantization constants too (~0.4 bits/weight "
-        "saved).",
+        description="4-bit only: quantize the quantization constants too (~0.4 bits/weight saved).",
     )
     compute_dtype: Literal["float32", "bfloat16", "float16"] = Field(
         default="bfloat16",

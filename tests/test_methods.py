@@ -197,7 +197,9 @@ def test_freeze_trains_only_the_named_modules_of_the_last_layers(
     last = base.config.num_hidden_layers - 1
     changed = {
         name
-        for (name, before), after in zip(base.state_dict().items(), trained.state_dict().values())
+        for (name, before), after in zip(
+            base.state_dict().items(), trained.state_dict().values(), strict=True
+        )
         if not torch.equal(before, after)
     }
     mlp = {n for n in base.state_dict() if n.startswith(f"model.layers.{last}.mlp.")}
