@@ -15,6 +15,7 @@ import math
 import os
 import struct
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -97,7 +98,8 @@ def test_online_mode_sets_each_tracker_online(tmp_path: Path) -> None:
 
 def _wandb_records(path: Path):
     """The protobuf records of a .wandb file: LevelDB-log framing (32 KiB blocks, 7-byte
-    record headers: crc32, length, type full/first/middle/last) after a 7-byte file header."""
+    record headers: crc32 of type + data, length, type full/first/middle/last) after a 7-byte
+    file header."""
     from wandb.proto import wandb_internal_pb2
 
     data = path.read_bytes()
@@ -107,8 +109,10 @@ def _wandb_records(path: Path):
         if block - position % block < 7:  # a block's tail too short for a header is padding
             position += block - position % block
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[position : position + 7])
-        pending += data[position + 7 : position + 7 + length]
+        crc, length, kind = struct.unpack("<IHB", data[position : position + 7])
+        piece = data[position + 7 : position + 7 + length]
+        assert zlib.crc32(piece, zlib.crc32(bytes([kind]))) == crc, f"bad record at {position}"
+        pending += piece
         position += 7 + length
         if kind in (1, 4):  # a full record, or the last piece of one
             record = wandb_internal_pb2.Record()
