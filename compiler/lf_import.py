@@ -106,7 +106,7 @@ NO_EFFECT: dict[str, str] = {
     "save_only_model": "lfc checkpoints keep the optimizer state, so runs can resume",
     "use_reentrant_gc": "lfc uses transformers' default gradient checkpointing",
     "tokenized_path": "data.py always keeps its tokenized output in data/processed/",
-    "run_name": "runs are named by their output folder",
+    "swanlab_logdir": "lfc's SwanLab logs go to output_dir/swanlog (tracking.mode offline)",
     "dataset_dir": "used to find dataset_info.json (data.registry)",
     "use_fast_tokenizer": "lfc always uses the model's fast tokenizer",
 }
@@ -153,6 +153,11 @@ UNSUPPORTED: dict[str, str] = {
     "use_liger_kernel": "Liger kernels are not supported yet",
     "use_v1_kernels": "LLaMA-Factory's fused kernels are not supported",
     "use_kt": "KTransformers is not supported",
+    "swanlab_api_key": "a secret does not belong in a spec: `swanlab login` or export "
+    "SWANLAB_API_KEY before training",
+    "swanlab_workspace": "SwanLab workspaces are not supported yet: runs go to the logged-in user",
+    "swanlab_lark_webhook_url": "SwanLab's Lark notifications are not supported",
+    "swanlab_lark_secret": "SwanLab's Lark notifications are not supported",
     "use_dft_loss": "the DFT loss is not supported",
     "use_asft_loss": "the ASFT loss is not supported",
     "use_eaft_loss": "the EAFT loss is not supported",
@@ -339,13 +344,66 @@ def _scheduler(state: _State, value: Any) -> None:
         state.set("train", "scheduler", value)
 
 
+TRACKERS = ("tensorboard", "wandb", "mlflow", "swanlab")
+NAMED_TRACKERS = ("wandb", "mlflow", "swanlab")
+# LLaMA-Factory's tracking keys, read by _tracking once every key is seen.
+TRACKING_KEYS = ("run_name", "swanlab_project", "swanlab_run_name", "swanlab_mode")
+
+
 def _report_to(state: _State, value: Any) -> None:
     trackers = [t for t in _names(value) if t != "none"]
-    unsupported = [t for t in trackers if t != "tensorboard"]
-    if unsupported:
-        message = f"trackers {unsupported} are not supported yet (only tensorboard)"
+    if "all" in trackers:
+        message = "report_to all depends on what is installed: name the trackers"
         state.refused.append(("report_to", message))
-    state.set("train", "report_to", trackers)
+        return
+    unsupported = [t for t in trackers if t not in TRACKERS]
+    if unsupported:
+        message = f"trackers {unsupported} are not supported (lfc has {', '.join(TRACKERS)})"
+        state.refused.append(("report_to", message))
+    state.set("train", "report_to", list(dict.fromkeys(trackers)))
+
+
+def _tracking(state: _State) -> None:
+    """use_swanlab, run_name and swanlab_* as train.report_to and the tracking section."""
+    config = state.config
+    trackers = list(state.spec.get("train", {}).get("report_to", []))
+    if config.get("use_swanlab") and "swanlab" not in trackers:
+        trackers.append("swanlab")
+        state.set("train", "report_to", trackers)
+    named = [t for t in trackers if t in NAMED_TRACKERS]
+    given = {k: config[k] for k in TRACKING_KEYS if config.get(k) is not None}
+    if "swanlab" not in named:
+        for key in [k for k in given if k.startswith("swanlab_")]:
+            state.notes.append((key, f"{given.pop(key)!r}: no effect: swanlab is not a tracker"))
+    if not named:
+        for key, value in given.items():
+            message = f"{value!r}: no effect: no wandb, mlflow or swanlab in report_to"
+            state.notes.append((key, message))
+        return
+    tracking: dict[str, Any] = {}
+    run_name = given.get("run_name")
+    if "swanlab_run_name" in given:
+        if run_name is not None and run_name != given["swanlab_run_name"] and named != ["swanlab"]:
+            message = f"lfc names the run once for every tracker; run_name is {run_name!r}"
+            state.refused.append(("swanlab_run_name", message))
+        run_name = given["swanlab_run_name"]
+    if run_name is not None:
+        tracking["run_name"] = str(run_name)
+    if "swanlab_project" in given:
+        tracking["project"] = str(given["swanlab_project"])
+    mode = given.get("swanlab_mode")
+    if mode in ("cloud", "local"):
+        tracking["mode"] = "online" if mode == "cloud" else "offline"
+    elif mode is not None:
+        state.refused.append(("swanlab_mode", f"swanlab_mode {mode!r}: cloud or local"))
+    elif {"wandb", "swanlab"} & set(named):
+        message = (
+            "LLaMA-Factory's wandb and swanlab log online unless told otherwise; lfc's "
+            "trackers run offline until tracking.mode is online"
+        )
+        state.notes.append(("report_to", message))
+    if tracking:
+        state.spec["tracking"] = tracking
 
 
 def _precision(state: _State, key: str, value: Any) -> None:
@@ -425,6 +483,8 @@ CONSUMED = {
     "freeze_trainable_modules",
     "mix_strategy",
     "interleave_probs",
+    "use_swanlab",
+    *TRACKING_KEYS,
 }
 
 
@@ -492,6 +552,7 @@ def import_llamafactory(
         except (TypeError, ValueError) as exc:
             state.refused.append((key, str(exc)))
     _check_method_keys(state)
+    _tracking(state)
     _fill_defaults(state)
     if state.refused:
         problems = []
@@ -537,7 +598,7 @@ def _fill_defaults(state: _State) -> None:
 
 
 def _ordered(spec: dict[str, Any]) -> dict[str, Any]:
-    order = ("lfc", "model", "template", "adapter", "stage", "data", "train")
+    order = ("lfc", "model", "template", "adapter", "stage", "data", "train", "tracking")
     return {key: spec[key] for key in order if key in spec}
 
 

@@ -144,6 +144,10 @@ def normalized_spec(plan: Plan) -> bytes:
     data = plan.spec.model_dump(mode="json")
     if not plan.generative:  # a reward model has no serve or export settings
         del data["serve"], data["export"]
+    if plan.tracking is None:  # no tracker reads tracking settings
+        del data["tracking"]
+    else:
+        data["tracking"] = plan.tracking.model_dump(mode="json")
     if isinstance(data["template"], dict):
         data["template"]["jinja"] = "chat_template.jinja"
     for dataset, resolved in zip(data["data"]["datasets"], plan.datasets, strict=True):

@@ -15,7 +15,8 @@ from lfc.custom_template import custom_chat_template
 from lfc.errors import InputError
 from lfc.pins import PinSet, ServingPins, serving_pins, training_pins
 from lfc.python_literals import py_pretty
-from lfc.schemas.spec import STAGE_SHAPES, CustomTemplate, Spec
+from lfc.schemas.spec import NAMED_TRACKERS, STAGE_SHAPES, CustomTemplate, Spec, TrackingSpec
+from lfc.tracking import tracker_env
 
 PROCESSED_DIR = "data/processed"
 EXPORT_DIR = "exported"
@@ -118,6 +119,26 @@ class Plan:
         template = self.template
         tokens = [template.end_of_turn, *template.stop_tokens, template.eos_token]
         return list(dict.fromkeys(t for t in tokens if t))
+
+    @property
+    def trackers(self) -> list[str]:
+        """The spec's wandb, mlflow and swanlab trackers (tensorboard needs no settings)."""
+        return [t for t in self.spec.train.report_to if t in NAMED_TRACKERS]
+
+    @property
+    def tracking(self) -> TrackingSpec | None:
+        """The tracking settings, defaults filled in when a tracker reads them; else None."""
+        if not self.trackers:
+            return None
+        return self.spec.tracking or TrackingSpec()
+
+    @property
+    def tracking_env(self) -> dict[str, dict[str, str]]:
+        """Per tracker, the environment variables config.yaml's `env:` sets for it."""
+        tracking = self.tracking
+        if tracking is None:
+            return {}
+        return {t: tracker_env(t, tracking, self.spec.train.output_dir) for t in self.trackers}
 
     @property
     def adapter(self) -> str:
@@ -367,6 +388,7 @@ def _config(spec: Spec) -> dict[str, dict[str, Any]]:
         "processed_dir": PROCESSED_DIR,
     }
     train = spec.train
+    run_name = spec.tracking.run_name if spec.tracking else None
     training: dict[str, Any] = {
         "output_dir": train.output_dir,
         "learning_rate": train.learning_rate,
@@ -383,6 +405,7 @@ def _config(spec: Spec) -> dict[str, dict[str, Any]]:
         "save_steps": train.save_steps,
         "save_total_limit": train.save_total_limit,
         "report_to": list(train.report_to) or ["none"],
+        **({"run_name": run_name} if run_name else {}),
         "activation_checkpointing": train.gradient_checkpointing,
     }
     if train.neftune_alpha is not None:

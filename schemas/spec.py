@@ -916,7 +916,9 @@ class DataSpec(Section):
         return self.datasets
 
 
-ReportTo = Literal["tensorboard"]
+ReportTo = Literal["tensorboard", "wandb", "mlflow", "swanlab"]
+# The trackers that name their runs and take tracking.project / tags / mode.
+NAMED_TRACKERS = ("wandb", "mlflow", "swanlab")
 
 
 class TrainSpec(Section):
@@ -951,8 +953,10 @@ class TrainSpec(Section):
     )
     report_to: tuple[ReportTo, ...] = Field(
         default=(),
-        description="Experiment trackers. Supported now: `tensorboard` "
-        "(logs under output_dir/runs).",
+        description="Experiment trackers, any of: `tensorboard` (event files in "
+        "output_dir/runs), `wandb` (Weights & Biases), `mlflow`, `swanlab`; each one's package "
+        "is pinned only when chosen. wandb, mlflow and swanlab take their run name, project, "
+        "tags and mode from the `tracking` section.",
     )
     auto_resume: bool = Field(
         default=True,
@@ -975,6 +979,101 @@ class TrainSpec(Section):
     @classmethod
     def _output_inside(cls, value: str) -> str:
         return _relative_path(value, "output_dir")
+
+    @field_validator("report_to")
+    @classmethod
+    def _trackers_once(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        twice = sorted({t for t in value if value.count(t) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} listed more than once")
+        return value
+
+
+_PROJECT_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,100}$")
+
+
+class TrackingSpec(Section):
+    project: str = Field(
+        default="lfc",
+        description="The project the runs are filed under: the W&B project (WANDB_PROJECT), "
+        "the MLflow experiment (MLFLOW_EXPERIMENT_NAME) and the SwanLab project "
+        "(SWANLAB_PROJECT). Letters, digits and _ . + - (SwanLab's rule), at most 100.",
+    )
+    run_name: str | None = Field(
+        default=None,
+        description="The name of this run in every tracker (the trainer's run_name). "
+        "None: each tracker makes one up.",
+    )
+    tags: tuple[str, ...] = Field(
+        default=(),
+        description="Tags of the run: W&B and SwanLab tags (WANDB_TAGS, SWANLAB_TAGS), MLflow "
+        "tags with empty values (MLFLOW_TAGS). No commas (the variables are comma-separated).",
+    )
+    mode: Literal["offline", "online"] = Field(
+        default="offline",
+        description="offline: every tracker writes only local files under train.output_dir "
+        "(W&B and SwanLab runs can be uploaded later with `wandb sync` / `swanlab sync`; MLflow "
+        "keeps a file store in output_dir/mlruns). online: W&B and SwanLab stream to their "
+        "servers (log in first), MLflow logs to tracking.mlflow_tracking_uri.",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="mode online with mlflow only: the MLflow tracking server "
+        "(http:// or https://), written as MLFLOW_TRACKING_URI.",
+    )
+
+    @field_validator("project")
+    @classmethod
+    def _project(cls, value: str) -> str:
+        if not _PROJECT_RE.match(value):
+            raise ValueError(
+                "project may hold letters, digits and _ . + - (at most 100), "
+                f"as SwanLab requires, got {value!r}"
+            )
+        return value
+
+    @field_validator("run_name")
+    @classmethod
+    def _run_name(cls, value: str | None) -> str | None:
+        if value is not None and (
+            not value or value.strip() != value or any(ord(c) < 32 for c in value)
+        ):
+            raise ValueError(
+                "run_name must be non-empty, without surrounding spaces or control characters"
+            )
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for tag in value:
+            if not tag or tag.strip() != tag or "," in tag or any(ord(c) < 32 for c in tag):
+                raise ValueError(
+                    f"tag {tag!r}: tags are non-empty, without commas, surrounding spaces "
+                    "or control characters"
+                )
+        if len(set(value)) != len(value):
+            raise ValueError("a tag is listed more than once")
+        return value
+
+    @field_validator("mlflow_tracking_uri")
+    @classmethod
+    def _server(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s\x00-\x1f]+$", value):
+            raise ValueError(
+                f"an MLflow server address starts with http:// or https://, got {value!r}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _uri_needs_online(self) -> TrackingSpec:
+        if self.mlflow_tracking_uri is not None and self.mode == "offline":
+            raise RuleError(
+                ("mlflow_tracking_uri",),
+                "mode offline keeps MLflow runs in output_dir/mlruns: set mode online to log "
+                "to this server",
+            )
+        return self
 
 
 class SingleDistributed(Section):
@@ -1215,6 +1314,11 @@ class Spec(Section):
     docker: DockerSpec = Field(
         default_factory=DockerSpec, description="Base image digests of the two Dockerfiles."
     )
+    tracking: TrackingSpec | None = Field(
+        default=None,
+        description="Run name, project, tags and mode of the wandb, mlflow and swanlab "
+        "trackers (train.report_to). None: project lfc, no run name or tags, offline.",
+    )
 
     @model_validator(mode="after")
     def _data_fits_stage(self) -> Spec:
@@ -1304,6 +1408,7 @@ class Spec(Section):
                 "serve or export settings; remove them",
             )
         self._method_rules()
+        self._tracking_rules()
         if self.data.packing and self.stage.kind != "sft":
             raise RuleError(
                 ("data", "packing"),
@@ -1350,6 +1455,31 @@ class Spec(Section):
                 ("train", "neftune_alpha"),
                 f"NEFTune noises the embeddings of supervised answers; stage {stage} does "
                 "not train that way: remove neftune_alpha",
+            )
+
+    def _tracking_rules(self) -> None:
+        """The tracking section needs a tracker that reads it; MLflow online needs a server."""
+        named = [t for t in self.train.report_to if t in NAMED_TRACKERS]
+        tracking = self.tracking
+        if tracking is None:
+            return
+        if not named:
+            raise RuleError(
+                ("tracking",),
+                "tracking names the runs of wandb, mlflow and swanlab, but train.report_to has "
+                "none of them: add one there or remove tracking",
+            )
+        if tracking.mlflow_tracking_uri is not None and "mlflow" not in named:
+            raise RuleError(
+                ("tracking", "mlflow_tracking_uri"),
+                "mlflow_tracking_uri is for the mlflow tracker: add mlflow to train.report_to "
+                "or remove it",
+            )
+        if tracking.mode == "online" and "mlflow" in named and not tracking.mlflow_tracking_uri:
+            raise RuleError(
+                ("tracking", "mode"),
+                "mode online sends MLflow runs to a server: set tracking.mlflow_tracking_uri "
+                "(http://...), or use mode offline",
             )
 
     @field_validator("adapter", "stage", "distributed", mode="before")

@@ -46,6 +46,10 @@ KEYS = [
     "lora_adapter",
     "max_samples",
     "quantization",
+    "tracking",
+    "report_to",
+    "mode",
+    "tags",
 ]
 scalars = st.one_of(
     st.none(),

@@ -21,6 +21,7 @@ from lfc.errors import SpecError
 from lfc.lf_import import import_llamafactory, spec_text
 from lfc.pipeline import compile_file
 from lfc.render import plan_project
+from lfc.schemas.spec import Spec
 
 from conftest import EXAMPLES, FIXTURES, ROOT
 
@@ -107,7 +108,11 @@ def _doc(rows: list[str]) -> str:
         "| `dataset`, `dataset_dir`, `mix_strategy`, `interleave_probs` | `data.registry` "
         "(dataset_dir/dataset_info.json), `data.datasets`, `data.mix`, `data.probabilities` |",
         "| `lr_scheduler_type` | `train.scheduler` |",
-        "| `report_to` | `train.report_to` (tensorboard; none: []) |",
+        "| `report_to`, `use_swanlab` | `train.report_to` (tensorboard, wandb, mlflow, swanlab; "
+        "none: []; use_swanlab adds swanlab) |",
+        "| `run_name`, `swanlab_run_name`, `swanlab_project`, `swanlab_mode` | "
+        "`tracking.run_name`, `tracking.project`, `tracking.mode` (cloud: online, local: "
+        "offline); without wandb, mlflow or swanlab: noted, no effect |",
         "| `flash_attn` | `model.attn_implementation` (auto, sdpa: sdpa; disabled: eager) |",
         "| `disable_gradient_checkpointing` | `train.gradient_checkpointing` (LF's default: on) |",
         "| `max_steps` | `train.max_steps` (-1: unset) |",
@@ -258,6 +263,31 @@ def test_method_options_map_onto_the_spec() -> None:
     assert _spec({**MINIMAL, **freeze})["adapter"]["trainable_modules"] == ["mlp", "self_attn"]
 
 
+def test_trackers_run_name_and_swanlab_keys_map_to_report_to_and_tracking() -> None:
+    both = import_llamafactory({**MINIMAL, "report_to": "wandb,mlflow", "run_name": "r1"})
+    assert both.spec["train"]["report_to"] == ["wandb", "mlflow"]
+    assert both.spec["tracking"] == {"run_name": "r1"}
+    assert any(key == "report_to" and "offline" in what for key, what in both.notes)
+    swanlab = _spec(
+        {
+            **MINIMAL,
+            "report_to": "tensorboard",
+            "use_swanlab": True,
+            "swanlab_project": "proj",
+            "swanlab_run_name": "s1",
+            "swanlab_mode": "cloud",
+        }
+    )
+    assert swanlab["train"]["report_to"] == ["tensorboard", "swanlab"]
+    assert swanlab["tracking"] == {"run_name": "s1", "project": "proj", "mode": "online"}
+    Spec.model_validate({**swanlab, "data": {"datasets": [{"path": "d.json", "format": "alpaca"}]}})
+    quiet = import_llamafactory(
+        {**MINIMAL, "report_to": "none", "run_name": "r", "swanlab_project": "p"}
+    )
+    assert "tracking" not in quiet.spec and quiet.spec["train"]["report_to"] == []
+    assert {key for key, _ in quiet.notes} >= {"run_name", "swanlab_project"}
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -269,7 +299,14 @@ def test_method_options_map_onto_the_spec() -> None:
         ({"rope_scaling": "linear"}, "rope_scaling: set model.rope_scaling"),
         ({"template": "qwen2_vl"}, "template: 'qwen2_vl' is multimodal"),
         ({"template": "nonsense"}, "template: no lfc template for 'nonsense'"),
-        ({"stage": "sft", "report_to": "wandb"}, r"report_to: trackers \['wandb'\]"),
+        ({"report_to": "neptune"}, r"report_to: trackers \['neptune'\] are not supported"),
+        ({"report_to": "all"}, "report_to: report_to all depends on what is installed"),
+        (
+            {"report_to": "wandb,swanlab", "run_name": "a", "swanlab_run_name": "b"},
+            "swanlab_run_name: lfc names the run once for every tracker; run_name is 'a'",
+        ),
+        ({"use_swanlab": True, "swanlab_api_key": "k"}, "swanlab_api_key: a secret does not"),
+        ({"use_swanlab": True, "swanlab_mode": "remote"}, "swanlab_mode: swanlab_mode 'remote'"),
         ({"deepspeed": "ds_z3_config.json"}, "deepspeed: DeepSpeed needs a GPU pin set"),
     ],
 )

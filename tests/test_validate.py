@@ -117,8 +117,9 @@ def test_kind_shorthand() -> None:
         ("rank: 8", "rank: 0", "spec.yaml:5:23: adapter.rank: Input should be greater than 0"),
         (
             "epochs: 1",
-            "report_to: [wandb]",
-            "spec.yaml:10:15: train.report_to[0]: Input should be 'tensorboard'",
+            "report_to: [neptune]",
+            "spec.yaml:10:15: train.report_to[0]: Input should be 'tensorboard', 'wandb', "
+            "'mlflow' or 'swanlab'",
         ),
     ],
 )
