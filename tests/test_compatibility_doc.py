@@ -10,9 +10,10 @@ import os
 from pathlib import Path
 
 import pytest
-from test_bad_spec_corpus import _workspace, runner
 
 from lfc.cli import app
+
+from test_bad_spec_corpus import _workspace, runner
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "bad_specs"
