@@ -40,6 +40,22 @@ COMBINATIONS: tuple[tuple[str, str, str], ...] = (
     ("Distributed", "DeepSpeed on the cpu pin set", "068-deepspeed-cpu.yaml"),
     ("Distributed", "several machines on the cpu pin set", "069-multi-node-cpu.yaml"),
     ("Distributed", "stage ppo with more than one process", "072-ppo-ddp.yaml"),
+    (
+        "Tracking",
+        "a tracking section without wandb, mlflow or swanlab",
+        "200-tracking-without-tracker.yaml",
+    ),
+    (
+        "Tracking",
+        "mode online with mlflow and no server",
+        "203-tracking-mlflow-online-without-uri.yaml",
+    ),
+    ("Tracking", "an MLflow server with mode offline", "204-tracking-uri-offline.yaml"),
+    (
+        "Tracking",
+        "an MLflow server without the mlflow tracker",
+        "205-tracking-uri-without-mlflow.yaml",
+    ),
     ("Serving and export", "serving a LoRA adapter from a full run", "073-serve-lora-full.yaml"),
     ("Serving and export", "vLLM LoRA serving above rank 512", "075-serve-lora-rank.yaml"),
     ("Serving and export", "vLLM LoRA serving of a DoRA adapter", "304-serve-lora-dora.yaml"),
