@@ -1042,9 +1042,11 @@ Distributed = Annotated[
 
 
 class PinsSpec(Section):
-    target: Literal["cpu"] = Field(
+    target: Literal["cpu", "cuda13.0"] = Field(
         default="cpu",
-        description="Hardware target whose tested version set is pinned in requirements.txt.",
+        description="Hardware target whose version set is pinned in requirements.txt: cpu "
+        "(tested here), or cuda13.0 for NVIDIA GPUs (torch's CUDA 13.0 build from PyPI; needs a "
+        "driver that runs CUDA 13.0).",
     )
 
 
@@ -1255,6 +1257,11 @@ class Spec(Section):
             raise RuleError(
                 ("distributed", "kind"),
                 "DeepSpeed needs CUDA GPUs, but pins.target is cpu: use distributed: ddp or fsdp",
+            )
+        if distributed.kind == "deepspeed":
+            raise RuleError(
+                ("distributed", "kind"),
+                "distributed: deepspeed is not generated yet: use distributed: ddp or fsdp",
             )
         if (
             distributed.kind != "single"
