@@ -15,7 +15,7 @@ class PinSet:
     target: str
     packages: dict[str, str]
     reason: str
-    torch_index: str
+    torch_index: str | None  # None: torch's default build from PyPI is the one this set wants
     python: str
     train_image: str = ""  # the training Dockerfile's base image (name:tag; digest separate)
     uv: str = ""  # the uv release the Dockerfile installs requirements with
