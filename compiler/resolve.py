@@ -15,7 +15,14 @@ from lfc.custom_template import custom_chat_template
 from lfc.errors import InputError
 from lfc.pins import PinSet, ServingPins, serving_pins, training_pins
 from lfc.python_literals import py_pretty
-from lfc.schemas.spec import STAGE_SHAPES, CustomTemplate, Spec
+from lfc.schemas.spec import (
+    STAGE_SHAPES,
+    ApolloOptimizer,
+    BadamOptimizer,
+    CustomTemplate,
+    GaloreOptimizer,
+    Spec,
+)
 
 PROCESSED_DIR = "data/processed"
 EXPORT_DIR = "exported"
@@ -131,6 +138,11 @@ class Plan:
     def loraplus(self) -> bool:
         """LoRA+: train.py's trainer builds model.py's LoRA+ optimizer."""
         return getattr(self.spec.adapter, "loraplus_lr_ratio", None) is not None
+
+    @property
+    def badam(self) -> bool:
+        """BAdam: train.py's trainer wraps its optimizer in model.py's block optimizer."""
+        return self.spec.train.optimizer.kind == "badam"
 
     @property
     def converts_adapter(self) -> bool:
@@ -387,6 +399,7 @@ def _config(spec: Spec) -> dict[str, dict[str, Any]]:
     }
     if train.neftune_alpha is not None:
         training["neftune_noise_alpha"] = train.neftune_alpha
+    training.update(_low_rank_optimizer(train.optimizer))
     training.update(_stage_training(spec))
     if data.val_size > 0:
         training["eval_strategy"] = "steps"
@@ -396,6 +409,15 @@ def _config(spec: Spec) -> dict[str, dict[str, Any]]:
         training["use_cpu"] = True
         training["bf16"] = False
     groups[f"training (TRL {TRAINERS[spec.stage.kind][2]})"] = training
+    if isinstance(train.optimizer, BadamOptimizer):
+        badam = train.optimizer
+        groups["optimizer (BAdam)"] = {
+            "badam_switch_mode": badam.switch_mode,
+            "badam_switch_interval": badam.switch_interval,
+            "badam_start_block": badam.start_block,
+            "badam_include_embedding": badam.include_embedding,
+            "badam_include_lm_head": badam.include_lm_head,
+        }
     groups["run"] = {"auto_resume": train.auto_resume}
     if spec.stage.kind == "rm":
         return groups
@@ -415,6 +437,27 @@ def _config(spec: Spec) -> dict[str, dict[str, Any]]:
         "serve_max_model_len": serve.max_model_len,
     }
     return groups
+
+
+def _low_rank_optimizer(optimizer: Any) -> dict[str, Any]:
+    """GaLore / APOLLO as transformers' `optim` name, its target modules and its optim_args."""
+    if not isinstance(optimizer, GaloreOptimizer | ApolloOptimizer):
+        return {}
+    name = {"galore": "galore_adamw", "apollo": "apollo_adamw"}[optimizer.kind]
+    settings: dict[str, Any] = {"rank": optimizer.rank}
+    if isinstance(optimizer, ApolloOptimizer):
+        settings.update(proj=optimizer.proj, scale_type=optimizer.scale_type)
+    settings.update(
+        update_proj_gap=optimizer.update_proj_gap,
+        scale=optimizer.scale,
+        proj_type=optimizer.proj_type,
+    )
+    target = optimizer.target
+    return {
+        "optim": f"{name}_layerwise" if optimizer.layerwise else name,
+        "optim_target_modules": target if target == "all-linear" else list(target),
+        "optim_args": ",".join(f"{key}={value}" for key, value in settings.items()),
+    }
 
 
 def _stage_training(spec: Spec) -> dict[str, Any]:
@@ -541,4 +584,6 @@ def _extras(spec: Spec) -> tuple[str, ...]:
     extras = list(spec.train.report_to)
     if spec.export.quantization != "none" or spec.model.quantization is not None:
         extras.append("bitsandbytes")
+    if spec.train.optimizer.kind != "adamw":
+        extras.append(spec.train.optimizer.kind)  # galore, apollo or badam
     return tuple(extras)
