@@ -124,7 +124,6 @@ UNSUPPORTED: dict[str, str] = {
     "ray_num_workers": "Ray launching is not supported; use accelerate (distributed:)",
     "optim": "only AdamW is supported yet",
     "mixture_of_depths": "Mixture-of-Depths is not supported",
-    "use_llama_pro": "LLaMA Pro block expansion is not supported yet",
     "pref_ftx": "the SFT term in preference losses is not supported yet",
     "fp8": "FP8 training needs GPUs and is not supported",
     "fp8_backend": "FP8 training needs GPUs and is not supported",
@@ -244,6 +243,15 @@ def _adapter(state: _State, value: Any) -> None:
             state.refused.append(("freeze_trainable_layers", message))
             return
         adapter: dict[str, Any] = {"kind": "freeze", "trainable_layers": layers}
+        if config.get("use_llama_pro"):
+            # LLaMA-Factory trains an already expanded model: the last block of each group.
+            del adapter["trainable_layers"]
+            adapter["llama_pro"] = {"new_layers": layers, "expand": False}
+            message = (
+                "true: the model is taken as already expanded (LLaMA-Factory's llama_pro.py); "
+                "for lfc's expand.py name the base model and set llama_pro.expand: true"
+            )
+            state.notes.append(("use_llama_pro", message))
         if config.get("freeze_extra_modules"):
             adapter["extra_modules"] = _names(config["freeze_extra_modules"])
         modules = _names(config.get("freeze_trainable_modules", "all"))
@@ -487,6 +495,7 @@ CONSUMED = {
     *(key for keys in OPTIMIZER_KEYS.values() for key in keys),
     "badam_mode",
     "badam_verbose",
+    "use_llama_pro",
 }
 
 
@@ -572,11 +581,14 @@ def _check_method_keys(state: _State) -> None:
         stray = [k for k in state.config if str(k).startswith(prefixes) and kind != method]
         for key in stray:
             state.refused.append((key, f"a {method} option, but finetuning_type is {kind}"))
-    for kind in OPTIMIZER_KEYS:
-        if not state.config.get(f"use_{kind}"):
-            stray = [k for k in state.config if str(k) in CONSUMED and str(k).startswith(kind)]
+    for name in OPTIMIZER_KEYS:
+        if not state.config.get(f"use_{name}"):
+            stray = [k for k in state.config if str(k) in CONSUMED and str(k).startswith(name)]
             for key in stray:
-                state.refused.append((key, f"a {kind} option, but use_{kind} is not set"))
+                state.refused.append((key, f"a {name} option, but use_{name} is not set"))
+    if state.config.get("use_llama_pro") and kind != "freeze":
+        message = f"LLaMA Pro trains new blocks with finetuning_type freeze, not {kind}"
+        state.refused.append(("use_llama_pro", message))
     stage = state.spec.get("stage", {}).get("kind")
     preference = ("pref_beta", "pref_loss", "simpo_gamma")
     for key in preference:

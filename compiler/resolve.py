@@ -26,6 +26,7 @@ from lfc.schemas.spec import (
 
 PROCESSED_DIR = "data/processed"
 EXPORT_DIR = "exported"
+EXPANDED_DIR = "expanded"  # LLaMA Pro: expand.py's copy of the base model with the new blocks
 
 
 # The reader function data.py uses for each local file type.
@@ -138,6 +139,16 @@ class Plan:
     def loraplus(self) -> bool:
         """LoRA+: train.py's trainer builds model.py's LoRA+ optimizer."""
         return getattr(self.spec.adapter, "loraplus_lr_ratio", None) is not None
+
+    @property
+    def llama_pro(self) -> Any:
+        """LLaMA Pro's settings (new_layers, expand), or None."""
+        return getattr(self.spec.adapter, "llama_pro", None)
+
+    @property
+    def expands(self) -> bool:
+        """LLaMA Pro with expand.py: training loads the expanded copy in expanded/."""
+        return self.llama_pro is not None and self.llama_pro.expand
 
     @property
     def badam(self) -> bool:
@@ -348,13 +359,25 @@ def _config(spec: Spec) -> dict[str, dict[str, Any]]:
             lora["lora_bias"] = adapter.bias
         if adapter.modules_to_save:
             lora["lora_modules_to_save"] = list(adapter.modules_to_save)
+    elif adapter.kind == "freeze" and adapter.llama_pro is not None:
+        groups["adapter (freeze, LLaMA Pro)"] = {
+            "freeze_new_layers": adapter.llama_pro.new_layers,
+            "freeze_extra_modules": list(adapter.extra_modules),
+        }
+        if adapter.llama_pro.expand:
+            groups["model"] = {
+                "model_name_or_path": EXPANDED_DIR,
+                "expand_base_model": model.name_or_path,
+                **{k: v for k, v in groups["model"].items() if k != "model_name_or_path"},
+            }
     elif adapter.kind == "freeze":
         groups["adapter (freeze)"] = {
             "freeze_trainable_layers": adapter.trainable_layers,
             "freeze_extra_modules": list(adapter.extra_modules),
         }
-        if adapter.trainable_modules:
-            groups["adapter (freeze)"]["freeze_trainable_modules"] = list(adapter.trainable_modules)
+    if adapter.kind == "freeze" and adapter.trainable_modules:
+        freeze_group = next(key for key in groups if key.startswith("adapter (freeze"))
+        groups[freeze_group]["freeze_trainable_modules"] = list(adapter.trainable_modules)
     if model.quantization is not None:
         quant = model.quantization
         groups["quantization (bitsandbytes)"] = {"quantization_bits": quant.bits}

@@ -169,6 +169,24 @@ class FullAdapter(Section):
     kind: Literal["full"] = Field(description="Train every parameter of the model.")
 
 
+class LlamaProSpec(Section):
+    new_layers: int = Field(
+        gt=0,
+        le=1024,
+        description="LLaMA Pro block expansion: how many decoder blocks are added, one after "
+        "each group of (layers / new_layers) original ones; the model's layer count must be a "
+        "multiple of it. Each new block copies the block before it with o_proj and down_proj "
+        "zeroed, so the expanded model computes exactly what the base did; only the new blocks "
+        "train.",
+    )
+    expand: bool = Field(
+        default=True,
+        description="true: expand.py writes the expanded copy of model.name_or_path into "
+        "expanded/ and training loads it. false: model.name_or_path is already expanded (e.g. "
+        "by LLaMA-Factory's llama_pro.py) with new_layers new blocks; train only those.",
+    )
+
+
 class FreezeAdapter(Section):
     kind: Literal["freeze"] = Field(
         description="Freeze the model except its last decoder layers (and optional extra modules)."
@@ -185,6 +203,11 @@ class FreezeAdapter(Section):
         default=(),
         description="Parameter name prefixes trained besides the layers, e.g. `lm_head`.",
     )
+    llama_pro: LlamaProSpec | None = Field(
+        default=None,
+        description="LLaMA Pro: insert new decoder blocks and train only them (instead of the "
+        "last trainable_layers). None: plain freeze tuning.",
+    )
 
     @field_validator("trainable_modules", "extra_modules")
     @classmethod
@@ -193,6 +216,15 @@ class FreezeAdapter(Section):
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_.]*$", name):
                 raise ValueError(f"{name!r} is not a module name (like mlp or lm_head)")
         return value
+
+    @model_validator(mode="after")
+    def _llama_pro_trains_new_blocks(self) -> FreezeAdapter:
+        if self.llama_pro is not None and "trainable_layers" in self.model_fields_set:
+            raise RuleError(
+                ("trainable_layers",),
+                "with llama_pro the new blocks are the trained layers: remove trainable_layers",
+            )
+        return self
 
 
 class LoraAdapter(Section):
@@ -1483,6 +1515,12 @@ class Spec(Section):
                 message = f"init {adapter.init} is for generative stages (not {stage})"
                 raise RuleError(("adapter", "init"), message)
         self._optimizer_rules()
+        if getattr(adapter, "llama_pro", None) is not None and stage == "ppo":
+            raise RuleError(
+                ("adapter", "llama_pro"),
+                "the ppo stage starts its policy, value and reference models from the base "
+                "model: LLaMA Pro expansion is not available for stage ppo",
+            )
         if self.train.neftune_alpha is not None and stage in ("rm", "ppo", "grpo"):
             raise RuleError(
                 ("train", "neftune_alpha"),

@@ -32,6 +32,8 @@ COMBINATIONS: tuple[tuple[str, str, str], ...] = (
     ("Methods", "LoRA+ with stage ppo", "302-loraplus-ppo.yaml"),
     ("Methods", "PiSSA/OLoRA init with stage ppo or rm", "305-pissa-ppo.yaml"),
     ("Methods", "NEFTune with stage rm, ppo or grpo", "303-neftune-rm.yaml"),
+    ("Methods", "LLaMA Pro with trainable_layers", "234-llama-pro-trainable-layers.yaml"),
+    ("Methods", "LLaMA Pro with stage ppo", "237-llama-pro-ppo.yaml"),
     ("Optimizers", "GaLore or APOLLO with adapter lora", "220-galore-lora.yaml"),
     (
         "Optimizers",

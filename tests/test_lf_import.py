@@ -256,6 +256,11 @@ def test_method_options_map_onto_the_spec() -> None:
     assert exact["adapter"]["modules_to_save"] == ["lm_head"]
     freeze = {"finetuning_type": "freeze", "freeze_trainable_modules": "mlp,self_attn"}
     assert _spec({**MINIMAL, **freeze})["adapter"]["trainable_modules"] == ["mlp", "self_attn"]
+    pro = {"finetuning_type": "freeze", "freeze_trainable_layers": 8, "use_llama_pro": True}
+    assert _spec({**MINIMAL, **pro})["adapter"] == {
+        "kind": "freeze",
+        "llama_pro": {"new_layers": 8, "expand": False},
+    }
     full = {**MINIMAL, "finetuning_type": "full"}
     galore = {"use_galore": True, "galore_rank": 16, "galore_update_interval": 50}
     galore |= {"galore_scale": 2.0, "galore_proj_type": "left", "galore_target": "q_proj,v_proj"}
@@ -300,6 +305,7 @@ def test_method_options_map_onto_the_spec() -> None:
         ({"stage": "sft", "report_to": "wandb"}, r"report_to: trackers \['wandb'\]"),
         ({"deepspeed": "ds_z3_config.json"}, "deepspeed: DeepSpeed needs a GPU pin set"),
         ({"galore_rank": 8}, "galore_rank: a galore option, but use_galore is not set"),
+        ({"use_llama_pro": True}, "use_llama_pro: LLaMA Pro trains new blocks with .*freeze"),
         ({"use_badam": True, "badam_mode": "ratio"}, "badam_mode: .*layer-wise block mode only"),
         ({"use_apollo": True, "apollo_scale_front": True}, "apollo_scale_front: lfc's APOLLO"),
     ],
