@@ -125,7 +125,6 @@ UNSUPPORTED: dict[str, str] = {
     "ray_num_workers": "Ray launching is not supported; use accelerate (distributed:)",
     "optim": "only AdamW is supported yet",
     "mixture_of_depths": "Mixture-of-Depths is not supported",
-    "use_llama_pro": "LLaMA Pro block expansion is not supported yet",
     "pref_ftx": "the SFT term in preference losses is not supported yet",
     "fp8": "FP8 training needs GPUs and is not supported",
     "fp8_backend": "FP8 training needs GPUs and is not supported",
@@ -145,9 +144,6 @@ UNSUPPORTED: dict[str, str] = {
     "freeze_vision_tower": "multimodal training is not supported yet",
     "freeze_multi_modal_projector": "multimodal training is not supported yet",
     "freeze_language_model": "multimodal training is not supported yet",
-    "use_galore": "GaLore is not supported yet",
-    "use_apollo": "APOLLO is not supported yet",
-    "use_badam": "BAdam is not supported yet",
     "use_adam_mini": "Adam-mini is not supported yet",
     "use_muon": "the Muon optimizer is not supported yet",
     "use_unsloth": "Unsloth is not supported yet",
@@ -167,9 +163,9 @@ UNSUPPORTED: dict[str, str] = {
 }
 # Method families whose switches all start alike.
 UNSUPPORTED_PREFIXES: dict[str, str] = {
-    "galore_": "GaLore is not supported yet",
-    "apollo_": "APOLLO is not supported yet",
-    "badam_": "BAdam is not supported yet",
+    "galore_": "lfc's GaLore (train.optimizer galore) has no such option",
+    "apollo_": "lfc's APOLLO (train.optimizer apollo) has no such option",
+    "badam_": "lfc's BAdam (train.optimizer badam) has no such option",
     "oft_": "OFT is not supported",
     "kt_": "KTransformers is not supported",
     "asft_": "ASFT is not supported",
@@ -253,6 +249,15 @@ def _adapter(state: _State, value: Any) -> None:
             state.refused.append(("freeze_trainable_layers", message))
             return
         adapter: dict[str, Any] = {"kind": "freeze", "trainable_layers": layers}
+        if config.get("use_llama_pro"):
+            # LLaMA-Factory trains an already expanded model: the last block of each group.
+            del adapter["trainable_layers"]
+            adapter["llama_pro"] = {"new_layers": layers, "expand": False}
+            message = (
+                "true: the model is taken as already expanded (LLaMA-Factory's llama_pro.py); "
+                "for lfc's expand.py name the base model and set llama_pro.expand: true"
+            )
+            state.notes.append(("use_llama_pro", message))
         if config.get("freeze_extra_modules"):
             adapter["extra_modules"] = _names(config["freeze_extra_modules"])
         modules = _names(config.get("freeze_trainable_modules", "all"))
@@ -434,7 +439,69 @@ def _resume(state: _State, value: Any) -> None:
         state.refused.append(("resume_from_checkpoint", message))
 
 
+# LLaMA-Factory's optimizer switches: use_X, and X_key -> train.optimizer field.
+OPTIMIZER_KEYS: dict[str, dict[str, str]] = {
+    "galore": {
+        "galore_rank": "rank",
+        "galore_update_interval": "update_proj_gap",
+        "galore_scale": "scale",
+        "galore_proj_type": "proj_type",
+        "galore_target": "target",
+        "galore_layerwise": "layerwise",
+    },
+    "apollo": {
+        "apollo_rank": "rank",
+        "apollo_update_interval": "update_proj_gap",
+        "apollo_scale": "scale",
+        "apollo_proj": "proj",
+        "apollo_proj_type": "proj_type",
+        "apollo_scale_type": "scale_type",
+        "apollo_target": "target",
+        "apollo_layerwise": "layerwise",
+    },
+    "badam": {
+        "badam_switch_mode": "switch_mode",
+        "badam_switch_interval": "switch_interval",
+        "badam_start_block": "start_block",
+    },
+}
+
+
+def _optimizer(kind: str) -> Callable[[_State, Any], None]:
+    """The handler of use_galore / use_apollo / use_badam: train.optimizer from its keys."""
+
+    def handle(state: _State, value: Any) -> None:
+        if not value:
+            state.notes.append((f"use_{kind}", f"{value!r}: off, nothing to do"))
+            return
+        optimizer: dict[str, Any] = {"kind": kind}
+        for key, field_name in OPTIMIZER_KEYS[kind].items():
+            if key not in state.config:
+                continue
+            value = state.config[key]
+            if field_name == "target":
+                names = _names(value)
+                value = "all-linear" if names == ["all"] else names
+                if value == "all-linear":
+                    message = "all: lfc's all-linear also projects the output head (lm_head)"
+                    state.notes.append((key, message))
+            optimizer[field_name] = value
+        if kind == "badam":
+            mode = state.config.get("badam_mode", "layer")
+            if mode != "layer":
+                message = f"badam_mode {mode!r}: lfc runs BAdam's layer-wise block mode only"
+                state.refused.append(("badam_mode", message))
+            if "badam_verbose" in state.config:
+                state.notes.append(("badam_verbose", "no effect: BAdam prints each switch"))
+        state.set("train", "optimizer", optimizer)
+
+    return handle
+
+
 HANDLERS: dict[str, Callable[[_State, Any], None]] = {
+    "use_galore": _optimizer("galore"),
+    "use_apollo": _optimizer("apollo"),
+    "use_badam": _optimizer("badam"),
     "stage": _stage,
     "finetuning_type": _adapter,
     "template": _template,
@@ -486,6 +553,10 @@ CONSUMED = {
     "interleave_probs",
     "use_swanlab",
     *TRACKING_KEYS,
+    *(key for keys in OPTIMIZER_KEYS.values() for key in keys),
+    "badam_mode",
+    "badam_verbose",
+    "use_llama_pro",
 }
 
 
@@ -572,6 +643,14 @@ def _check_method_keys(state: _State) -> None:
         stray = [k for k in state.config if str(k).startswith(prefixes) and kind != method]
         for key in stray:
             state.refused.append((key, f"a {method} option, but finetuning_type is {kind}"))
+    for name in OPTIMIZER_KEYS:
+        if not state.config.get(f"use_{name}"):
+            stray = [k for k in state.config if str(k) in CONSUMED and str(k).startswith(name)]
+            for key in stray:
+                state.refused.append((key, f"a {name} option, but use_{name} is not set"))
+    if state.config.get("use_llama_pro") and kind != "freeze":
+        message = f"LLaMA Pro trains new blocks with finetuning_type freeze, not {kind}"
+        state.refused.append(("use_llama_pro", message))
     stage = state.spec.get("stage", {}).get("kind")
     preference = ("pref_beta", "pref_loss", "simpo_gamma")
     for key in preference:

@@ -21,7 +21,7 @@ import yaml
 from lfc.errors import InputError
 from lfc.ollama import modelfile
 from lfc.python_literals import py_block, py_literal
-from lfc.resolve import EXPORT_DIR, PROCESSED_DIR, Plan, resolve
+from lfc.resolve import EXPANDED_DIR, EXPORT_DIR, PROCESSED_DIR, Plan, resolve
 from lfc.schemas.spec import DATA_SUFFIXES, CustomTemplate, Spec
 from lfc.version import __version__
 
@@ -123,6 +123,8 @@ def _file_table(plan: Plan) -> list[tuple[str, str]]:
         files += _SERVING_FILES
     if plan.stage == "grpo":
         files.append(("rewards.py", "project/rewards.py.j2"))
+    if plan.expands:
+        files.append(("expand.py", "project/expand.py.j2"))
     return files
 
 
@@ -137,6 +139,7 @@ def _render(blueprint: str, plan: Plan) -> str:
         image_name=plan.image_name,
         processed_dir=PROCESSED_DIR,
         export_dir=EXPORT_DIR,
+        expanded_dir=EXPANDED_DIR,
         version=__version__,
     )
     return text

@@ -18,8 +18,11 @@ from lfc.python_literals import py_pretty
 from lfc.schemas.spec import (
     NAMED_TRACKERS,
     STAGE_SHAPES,
+    ApolloOptimizer,
+    BadamOptimizer,
     CustomTemplate,
     DeepspeedDistributed,
+    GaloreOptimizer,
     Spec,
     TrackingSpec,
 )
@@ -27,6 +30,7 @@ from lfc.tracking import tracker_env
 
 PROCESSED_DIR = "data/processed"
 EXPORT_DIR = "exported"
+EXPANDED_DIR = "expanded"  # LLaMA Pro: expand.py's copy of the base model with the new blocks
 
 
 # The reader function data.py uses for each local file type.
@@ -167,6 +171,21 @@ class Plan:
     def loraplus(self) -> bool:
         """LoRA+: train.py's trainer builds model.py's LoRA+ optimizer."""
         return getattr(self.spec.adapter, "loraplus_lr_ratio", None) is not None
+
+    @property
+    def llama_pro(self) -> Any:
+        """LLaMA Pro's settings (new_layers, expand), or None."""
+        return getattr(self.spec.adapter, "llama_pro", None)
+
+    @property
+    def expands(self) -> bool:
+        """LLaMA Pro with expand.py: training loads the expanded copy in expanded/."""
+        return self.llama_pro is not None and self.llama_pro.expand
+
+    @property
+    def badam(self) -> bool:
+        """BAdam: train.py's trainer wraps its optimizer in model.py's block optimizer."""
+        return self.spec.train.optimizer.kind == "badam"
 
     @property
     def converts_adapter(self) -> bool:
@@ -372,13 +391,25 @@ def _config(spec: Spec) -> dict[str, dict[str, Any]]:
             lora["lora_bias"] = adapter.bias
         if adapter.modules_to_save:
             lora["lora_modules_to_save"] = list(adapter.modules_to_save)
+    elif adapter.kind == "freeze" and adapter.llama_pro is not None:
+        groups["adapter (freeze, LLaMA Pro)"] = {
+            "freeze_new_layers": adapter.llama_pro.new_layers,
+            "freeze_extra_modules": list(adapter.extra_modules),
+        }
+        if adapter.llama_pro.expand:
+            groups["model"] = {
+                "model_name_or_path": EXPANDED_DIR,
+                "expand_base_model": model.name_or_path,
+                **{k: v for k, v in groups["model"].items() if k != "model_name_or_path"},
+            }
     elif adapter.kind == "freeze":
         groups["adapter (freeze)"] = {
             "freeze_trainable_layers": adapter.trainable_layers,
             "freeze_extra_modules": list(adapter.extra_modules),
         }
-        if adapter.trainable_modules:
-            groups["adapter (freeze)"]["freeze_trainable_modules"] = list(adapter.trainable_modules)
+    if adapter.kind == "freeze" and adapter.trainable_modules:
+        freeze_group = next(key for key in groups if key.startswith("adapter (freeze"))
+        groups[freeze_group]["freeze_trainable_modules"] = list(adapter.trainable_modules)
     if model.quantization is not None:
         quant = model.quantization
         groups["quantization (bitsandbytes)"] = {"quantization_bits": quant.bits}
@@ -425,6 +456,7 @@ def _config(spec: Spec) -> dict[str, dict[str, Any]]:
     }
     if train.neftune_alpha is not None:
         training["neftune_noise_alpha"] = train.neftune_alpha
+    training.update(_low_rank_optimizer(train.optimizer))
     training.update(_stage_training(spec))
     if data.val_size > 0:
         training["eval_strategy"] = "steps"
@@ -434,6 +466,15 @@ def _config(spec: Spec) -> dict[str, dict[str, Any]]:
         training["use_cpu"] = True
         training["bf16"] = False
     groups[f"training (TRL {TRAINERS[spec.stage.kind][2]})"] = training
+    if isinstance(train.optimizer, BadamOptimizer):
+        badam = train.optimizer
+        groups["optimizer (BAdam)"] = {
+            "badam_switch_mode": badam.switch_mode,
+            "badam_switch_interval": badam.switch_interval,
+            "badam_start_block": badam.start_block,
+            "badam_include_embedding": badam.include_embedding,
+            "badam_include_lm_head": badam.include_lm_head,
+        }
     groups["run"] = {"auto_resume": train.auto_resume}
     if spec.stage.kind == "rm":
         return groups
@@ -453,6 +494,27 @@ def _config(spec: Spec) -> dict[str, dict[str, Any]]:
         "serve_max_model_len": serve.max_model_len,
     }
     return groups
+
+
+def _low_rank_optimizer(optimizer: Any) -> dict[str, Any]:
+    """GaLore / APOLLO as transformers' `optim` name, its target modules and its optim_args."""
+    if not isinstance(optimizer, GaloreOptimizer | ApolloOptimizer):
+        return {}
+    name = {"galore": "galore_adamw", "apollo": "apollo_adamw"}[optimizer.kind]
+    settings: dict[str, Any] = {"rank": optimizer.rank}
+    if isinstance(optimizer, ApolloOptimizer):
+        settings.update(proj=optimizer.proj, scale_type=optimizer.scale_type)
+    settings.update(
+        update_proj_gap=optimizer.update_proj_gap,
+        scale=optimizer.scale,
+        proj_type=optimizer.proj_type,
+    )
+    target = optimizer.target
+    return {
+        "optim": f"{name}_layerwise" if optimizer.layerwise else name,
+        "optim_target_modules": target if target == "all-linear" else list(target),
+        "optim_args": ",".join(f"{key}={value}" for key, value in settings.items()),
+    }
 
 
 def _stage_training(spec: Spec) -> dict[str, Any]:
@@ -581,6 +643,8 @@ def _extras(spec: Spec) -> tuple[str, ...]:
         extras.append("bitsandbytes")
     if spec.distributed.kind == "deepspeed":
         extras.append("deepspeed")
+    if spec.train.optimizer.kind != "adamw":
+        extras.append(spec.train.optimizer.kind)  # galore, apollo or badam
     return tuple(extras)
 
 

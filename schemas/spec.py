@@ -169,6 +169,24 @@ class FullAdapter(Section):
     kind: Literal["full"] = Field(description="Train every parameter of the model.")
 
 
+class LlamaProSpec(Section):
+    new_layers: int = Field(
+        gt=0,
+        le=1024,
+        description="LLaMA Pro block expansion: how many decoder blocks are added, one after "
+        "each group of (layers / new_layers) original ones; the model's layer count must be a "
+        "multiple of it. Each new block copies the block before it with o_proj and down_proj "
+        "zeroed, so the expanded model computes exactly what the base did; only the new blocks "
+        "train.",
+    )
+    expand: bool = Field(
+        default=True,
+        description="true: expand.py writes the expanded copy of model.name_or_path into "
+        "expanded/ and training loads it. false: model.name_or_path is already expanded (e.g. "
+        "by LLaMA-Factory's llama_pro.py) with new_layers new blocks; train only those.",
+    )
+
+
 class FreezeAdapter(Section):
     kind: Literal["freeze"] = Field(
         description="Freeze the model except its last decoder layers (and optional extra modules)."
@@ -185,6 +203,11 @@ class FreezeAdapter(Section):
         default=(),
         description="Parameter name prefixes trained besides the layers, e.g. `lm_head`.",
     )
+    llama_pro: LlamaProSpec | None = Field(
+        default=None,
+        description="LLaMA Pro: insert new decoder blocks and train only them (instead of the "
+        "last trainable_layers). None: plain freeze tuning.",
+    )
 
     @field_validator("trainable_modules", "extra_modules")
     @classmethod
@@ -193,6 +216,15 @@ class FreezeAdapter(Section):
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_.]*$", name):
                 raise ValueError(f"{name!r} is not a module name (like mlp or lm_head)")
         return value
+
+    @model_validator(mode="after")
+    def _llama_pro_trains_new_blocks(self) -> FreezeAdapter:
+        if self.llama_pro is not None and "trainable_layers" in self.model_fields_set:
+            raise RuleError(
+                ("trainable_layers",),
+                "with llama_pro the new blocks are the trained layers: remove trainable_layers",
+            )
+        return self
 
 
 class LoraAdapter(Section):
@@ -921,6 +953,133 @@ ReportTo = Literal["tensorboard", "wandb", "mlflow", "swanlab"]
 NAMED_TRACKERS = ("wandb", "mlflow", "swanlab")
 
 
+class AdamwOptimizer(Section):
+    kind: Literal["adamw"] = Field(
+        description="AdamW (torch's) on every trained parameter, with train.weight_decay."
+    )
+
+
+def _target_modules(value: Any) -> Any:
+    if isinstance(value, tuple):
+        if not value:
+            raise ValueError("list at least one module, or use `all-linear`")
+        for name in value:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_.]*$", name):
+                raise ValueError(f"{name!r} is not a module name (like q_proj or mlp.down_proj)")
+    return value
+
+
+class _LowRankOptimizer(Section):
+    """What GaLore and APOLLO share: low-rank projections of the target weights' gradients."""
+
+    rank: int = Field(
+        default=128,
+        gt=0,
+        le=8192,
+        description="Rank of the projection: the optimizer state of each target matrix is "
+        "rank x its longer side instead of the whole matrix.",
+    )
+    update_proj_gap: int = Field(
+        default=200, gt=0, description="Optimizer steps between recomputing each projection."
+    )
+    proj_type: Literal["std", "reverse_std", "left", "right"] = Field(
+        default="std",
+        description="Which side of each matrix is projected: std the shorter one (the state "
+        "is longer side x rank), reverse_std the longer one, left or right always that side.",
+    )
+    target: Literal["all-linear"] | tuple[str, ...] = Field(
+        default="all-linear",
+        description="Linear modules whose weights get the low-rank optimizer: `all-linear` "
+        "(every nn.Linear, the output head too) or names such as `[q_proj, v_proj, mlp]`; "
+        "the other parameters get plain AdamW.",
+    )
+    layerwise: bool = Field(
+        default=False,
+        description="Step each parameter's optimizer as soon as its gradient is ready and free "
+        "the gradient (less memory). Needs train.grad_accum 1 and one process.",
+    )
+
+    @field_validator("target")
+    @classmethod
+    def _target_names(cls, value: Any) -> Any:
+        return _target_modules(value)
+
+
+class GaloreOptimizer(_LowRankOptimizer):
+    kind: Literal["galore"] = Field(
+        description="GaLore (galore-torch): AdamW whose moments of the target matrices live in "
+        "a low-rank projection of their gradients, updated every update_proj_gap steps."
+    )
+    scale: float = Field(
+        default=0.25, gt=0, le=1000, description="Scale of the projected-back update."
+    )
+
+
+class ApolloOptimizer(_LowRankOptimizer):
+    kind: Literal["apollo"] = Field(
+        description="APOLLO (apollo-torch): AdamW whose low-rank moments only set a scaling "
+        "of the raw gradient, per channel or per tensor (SGD-like memory)."
+    )
+    scale: float = Field(
+        default=1.0, gt=0, le=1000, description="Scale of the gradient-scaling factor."
+    )
+    proj: Literal["random", "svd"] = Field(
+        default="random",
+        description="The projection: a random Gaussian one (cheap) or the gradient's top "
+        "singular vectors.",
+    )
+    scale_type: Literal["channel", "tensor"] = Field(
+        default="channel",
+        description="One gradient scaling factor per channel, or one per tensor (APOLLO-Mini "
+        "uses tensor with rank 1).",
+    )
+
+
+class BadamOptimizer(Section):
+    kind: Literal["badam"] = Field(
+        description="BAdam (badam): block-coordinate descent; only one decoder layer trains at "
+        "a time (Adam state for that block only), switching every switch_interval steps. "
+        "Needs adapter full."
+    )
+    switch_mode: Literal["ascending", "descending", "random", "fixed"] = Field(
+        default="descending",
+        description="Order the layers take turns in: first to last, last to first, a random "
+        "order per round, or always start_block.",
+    )
+    switch_interval: int = Field(
+        default=50,
+        gt=0,
+        description="Optimizer steps each block trains before the next one (badam counts from "
+        "step 1, so the first block gets one step less).",
+    )
+    start_block: int | None = Field(
+        default=None,
+        ge=0,
+        description="Index of the first block to train (required by switch_mode fixed); "
+        "None: the first in switch_mode's order.",
+    )
+    include_embedding: bool = Field(
+        default=False, description="Make the input embeddings one more block."
+    )
+    include_lm_head: bool = Field(
+        default=False,
+        description="Make the output head and the parameters outside the layers (the final "
+        "norm) one more block.",
+    )
+
+    @model_validator(mode="after")
+    def _fixed_needs_start(self) -> BadamOptimizer:
+        if self.switch_mode == "fixed" and self.start_block is None:
+            raise RuleError(("start_block",), "switch_mode fixed trains start_block: set it")
+        return self
+
+
+Optimizer = Annotated[
+    AdamwOptimizer | GaloreOptimizer | ApolloOptimizer | BadamOptimizer,
+    Field(discriminator="kind"),
+]
+
+
 class TrainSpec(Section):
     learning_rate: float = Field(default=1e-4, gt=0, lt=1, description="Peak learning rate.")
     epochs: float = Field(default=3.0, gt=0, description="Passes over the training data.")
@@ -974,6 +1133,16 @@ class TrainSpec(Section):
         description="NEFTune: add uniform noise scaled by alpha / sqrt(length x hidden) to the "
         "input embeddings while training (the paper uses 5). None: off.",
     )
+    optimizer: Optimizer = Field(
+        default_factory=lambda: AdamwOptimizer(kind="adamw"),
+        description="The optimizer: adamw, galore, apollo or badam (`optimizer: galore` is "
+        "short for `{kind: galore}`).",
+    )
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _optimizer_shorthand(cls, value: Any) -> Any:
+        return {"kind": value} if isinstance(value, str) else value
 
     @field_validator("output_dir")
     @classmethod
@@ -1484,6 +1653,13 @@ class Spec(Section):
             if adapter.init in ("pissa", "olora") and stage in ("ppo", "rm"):
                 message = f"init {adapter.init} is for generative stages (not {stage})"
                 raise RuleError(("adapter", "init"), message)
+        self._optimizer_rules()
+        if getattr(adapter, "llama_pro", None) is not None and stage == "ppo":
+            raise RuleError(
+                ("adapter", "llama_pro"),
+                "the ppo stage starts its policy, value and reference models from the base "
+                "model: LLaMA Pro expansion is not available for stage ppo",
+            )
         if self.train.neftune_alpha is not None and stage in ("rm", "ppo", "grpo"):
             raise RuleError(
                 ("train", "neftune_alpha"),
@@ -1514,6 +1690,56 @@ class Spec(Section):
                 ("tracking", "mode"),
                 "mode online sends MLflow runs to a server: set tracking.mlflow_tracking_uri "
                 "(http://...), or use mode offline",
+            )
+
+    def _optimizer_rules(self) -> None:
+        """GaLore, APOLLO and BAdam: what each one can train with, refused at its key."""
+        optimizer, at = self.train.optimizer, ("train", "optimizer", "kind")
+        kind, adapter, distributed = optimizer.kind, self.adapter.kind, self.distributed.kind
+        if kind == "adamw":
+            return
+        if self.stage.kind == "ppo":
+            message = f"TRL 1.12's PPOTrainer builds its own optimizer: no {kind} for stage ppo"
+            raise RuleError(at, message)
+        if distributed in ("fsdp", "deepspeed"):
+            raise RuleError(
+                at,
+                f"{kind} steps whole (unsharded) parameters: it cannot run under "
+                f"distributed: {distributed}; use ddp or one process",
+            )
+        if isinstance(optimizer, GaloreOptimizer | ApolloOptimizer):
+            if adapter == "lora":
+                raise RuleError(
+                    at,
+                    f"{kind} projects the gradients of the model's own weight matrices; LoRA "
+                    "trains small adapters instead: use adapter full (or freeze), or no "
+                    f"{kind}",
+                )
+            if optimizer.layerwise and self.train.grad_accum != 1:
+                raise RuleError(
+                    ("train", "optimizer", "layerwise"),
+                    f"layer-wise {kind} steps during the backward pass, so it cannot "
+                    "accumulate gradients: set train.grad_accum 1",
+                )
+            if optimizer.layerwise and distributed != "single":
+                raise RuleError(
+                    ("train", "optimizer", "layerwise"),
+                    f"transformers 5.24 runs layer-wise {kind} in one process only (not "
+                    f"{distributed}): set layerwise false",
+                )
+            return
+        if adapter != "full":
+            raise RuleError(
+                at,
+                f"BAdam trains every parameter, one block of layers at a time: it needs "
+                f"adapter full (not {adapter})",
+            )
+        if self.stage.kind not in ("sft", "pt"):
+            message = f"BAdam is built for stages sft and pt here, not {self.stage.kind}"
+            raise RuleError(at, message)
+        if distributed != "single":
+            raise RuleError(
+                at, "BAdam's block switching runs in one process here: use distributed: single"
             )
 
     @field_validator("adapter", "stage", "distributed", mode="before")

@@ -261,6 +261,39 @@ def test_method_options_map_onto_the_spec() -> None:
     assert exact["adapter"]["modules_to_save"] == ["lm_head"]
     freeze = {"finetuning_type": "freeze", "freeze_trainable_modules": "mlp,self_attn"}
     assert _spec({**MINIMAL, **freeze})["adapter"]["trainable_modules"] == ["mlp", "self_attn"]
+    pro = {"finetuning_type": "freeze", "freeze_trainable_layers": 8, "use_llama_pro": True}
+    assert _spec({**MINIMAL, **pro})["adapter"] == {
+        "kind": "freeze",
+        "llama_pro": {"new_layers": 8, "expand": False},
+    }
+    full = {**MINIMAL, "finetuning_type": "full"}
+    galore = {"use_galore": True, "galore_rank": 16, "galore_update_interval": 50}
+    galore |= {"galore_scale": 2.0, "galore_proj_type": "left", "galore_target": "q_proj,v_proj"}
+    assert _spec({**full, **galore, "galore_layerwise": True})["train"]["optimizer"] == {
+        "kind": "galore",
+        "rank": 16,
+        "update_proj_gap": 50,
+        "scale": 2.0,
+        "proj_type": "left",
+        "target": ["q_proj", "v_proj"],
+        "layerwise": True,
+    }
+    apollo = {"use_apollo": True, "apollo_rank": 1, "apollo_scale_type": "tensor"}
+    apollo |= {"apollo_proj": "svd", "apollo_target": "all"}
+    assert _spec({**full, **apollo})["train"]["optimizer"] == {
+        "kind": "apollo",
+        "rank": 1,
+        "proj": "svd",
+        "scale_type": "tensor",
+        "target": "all-linear",
+    }
+    badam = {"use_badam": True, "badam_switch_mode": "fixed", "badam_start_block": 3}
+    assert _spec({**full, **badam, "badam_switch_interval": 5})["train"]["optimizer"] == {
+        "kind": "badam",
+        "switch_mode": "fixed",
+        "switch_interval": 5,
+        "start_block": 3,
+    }
 
 
 def test_trackers_run_name_and_swanlab_keys_map_to_report_to_and_tracking() -> None:
@@ -308,6 +341,10 @@ def test_trackers_run_name_and_swanlab_keys_map_to_report_to_and_tracking() -> N
         ({"use_swanlab": True, "swanlab_api_key": "k"}, "swanlab_api_key: a secret does not"),
         ({"use_swanlab": True, "swanlab_mode": "remote"}, "swanlab_mode: swanlab_mode 'remote'"),
         ({"deepspeed": "ds_z3_config.json"}, "deepspeed: lfc writes ds_config.json itself"),
+        ({"galore_rank": 8}, "galore_rank: a galore option, but use_galore is not set"),
+        ({"use_llama_pro": True}, "use_llama_pro: LLaMA Pro trains new blocks with .*freeze"),
+        ({"use_badam": True, "badam_mode": "ratio"}, "badam_mode: .*layer-wise block mode only"),
+        ({"use_apollo": True, "apollo_scale_front": True}, "apollo_scale_front: lfc's APOLLO"),
     ],
 )
 def test_refusals_name_the_key(extra: dict, message: str) -> None:
@@ -317,11 +354,11 @@ def test_refusals_name_the_key(extra: dict, message: str) -> None:
 
 def test_refusals_have_positions_and_nothing_is_written(tmp_path: Path) -> None:
     config = tmp_path / "lf.yaml"
-    config.write_text("model_name_or_path: m\nstage: sft\nuse_galore: true\n")
+    config.write_text("model_name_or_path: m\nstage: sft\nuse_muon: true\n")
     out = tmp_path / "spec.yaml"
     result = CliRunner().invoke(app, ["import", "llamafactory", str(config), "-o", str(out)])
     assert result.exit_code == 2
-    assert f"{config}:3:1: use_galore: GaLore is not supported yet" in result.output
+    assert f"{config}:3:1: use_muon: the Muon optimizer is not supported yet" in result.output
     assert not out.exists()
 
 

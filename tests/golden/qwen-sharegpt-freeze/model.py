@@ -100,8 +100,8 @@ def freeze(model: PreTrainedModel, args: FreezeArguments) -> None:
             f"freeze_trainable_layers={args.freeze_trainable_layers}, "
             f"but the model has {num_layers} layers"
         )
-    first = num_layers - args.freeze_trainable_layers
-    trainable = [f".layers.{index}." for index in range(first, num_layers)]
+    layers = range(num_layers - args.freeze_trainable_layers, num_layers)
+    trainable = [f".layers.{index}." for index in layers]
     for name, parameter in model.named_parameters():
         in_layer = any(marker in f".{name}" for marker in trainable)
         extra = any(name.startswith(prefix) for prefix in args.freeze_extra_modules)
