@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_cuda_target import _hadolint
 
 from lfc.errors import SpecError
 from lfc.pins import training_pins
@@ -67,6 +68,9 @@ def test_flash_attention_2_is_configured_pinned_and_built_after_torch(tmp_path: 
     build = "uv pip install --no-cache --no-build-isolation-package flash-attn -r requirements.txt"
     assert torch_first in dockerfile and build in dockerfile
     assert dockerfile.index(torch_first) < dockerfile.index(build)
+    (tmp_path / "image").mkdir()
+    (tmp_path / "image" / "Dockerfile").write_text(dockerfile)
+    _hadolint(tmp_path / "image" / "Dockerfile")
     (tmp_path / "sdpa").mkdir()
     plain = compile_file(write_variant(tmp_path / "sdpa", {**GPU, "model": model})).files
     assert "flash-attn" not in plain["requirements.txt"].decode()
@@ -142,3 +146,18 @@ def test_methods_not_generated_yet_are_refused_on_cuda_too(
 ) -> None:
     with pytest.raises(SpecError, match=re.escape(key) + ".*not generated yet"):
         compile_file(write_variant(tmp_path, {**GPU, **section}))
+
+
+def test_gpu_checks_skip_cleanly_without_a_gpu(tmp_path: Path) -> None:
+    """`nox -s gpu` on a machine without nvidia-smi: a clear message and exit status 0."""
+    script = Path(__file__).parent / "gpu" / "run_gpu_checks.py"
+    env = {"PATH": str(tmp_path), "HOME": str(tmp_path)}  # no nvidia-smi on this PATH
+    result = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        "GPU checks skipped: no CUDA GPU (nvidia-smi is missing or lists none)."
+    )
+    noxfile = (Path(__file__).parents[1] / "noxfile.py").read_text()
+    assert 'nox.options.sessions = ["tests", "lint"]' in noxfile and "def gpu(" in noxfile
