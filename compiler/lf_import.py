@@ -113,7 +113,8 @@ NO_EFFECT: dict[str, str] = {
 
 # Keys of features lfc does not offer (yet), and what to do instead.
 UNSUPPORTED: dict[str, str] = {
-    "deepspeed": "DeepSpeed needs a GPU pin set; use `distributed: fsdp` or ddp",
+    "deepspeed": "lfc writes ds_config.json itself: set `distributed: {kind: deepspeed, "
+    "zero_stage: 2 or 3}` (and offload_optimizer / offload_params) with `pins.target: cuda13.0`",
     "fsdp": "set `distributed: fsdp` in the spec instead",
     "fsdp_transformer_layer_cls_to_wrap": "lfc's fsdp wraps every decoder layer",
     "adapter_name_or_path": "continuing from an existing adapter is not supported yet",

@@ -101,16 +101,19 @@ def _environment() -> jinja2.Environment:
     env.filters["py"] = py_literal
     env.filters["py_block"] = py_block
     env.filters["sh"] = shell_word
+    env.filters["json"] = lambda value: json.dumps(value, indent=2)
     return env
 
 
 def _file_table(plan: Plan) -> list[tuple[str, str]]:
     files = list(_COMMON_FILES)
     kind = plan.spec.distributed.kind
-    if kind in ("ddp", "fsdp"):
+    if kind in ("ddp", "fsdp", "deepspeed"):
         files.append((f"accelerate/{kind}.yaml", f"project/accelerate/{kind}.yaml.j2"))
         files.append(("launch.sh", "project/launch.sh.j2"))
         files.append(("slurm.sbatch", "project/slurm.sbatch.j2"))
+    if kind == "deepspeed":
+        files.append(("ds_config.json", "project/ds_config.json.j2"))
     # pt is SFT on blocks; orpo and simpo share one blueprint (trainers fed rendered texts).
     stage = {"pt": "sft", "orpo": "text_preference", "simpo": "text_preference"}.get(
         plan.stage, plan.stage

@@ -15,7 +15,7 @@ from lfc.custom_template import custom_chat_template
 from lfc.errors import InputError
 from lfc.pins import PinSet, ServingPins, serving_pins, training_pins
 from lfc.python_literals import py_pretty
-from lfc.schemas.spec import STAGE_SHAPES, CustomTemplate, Spec
+from lfc.schemas.spec import STAGE_SHAPES, CustomTemplate, DeepspeedDistributed, Spec
 
 PROCESSED_DIR = "data/processed"
 EXPORT_DIR = "exported"
@@ -122,6 +122,14 @@ class Plan:
     @property
     def adapter(self) -> str:
         return self.spec.adapter.kind
+
+    @property
+    def deepspeed_config(self) -> dict[str, Any]:
+        """ds_config.json of a `distributed: deepspeed` spec."""
+        distributed = self.spec.distributed
+        if not isinstance(distributed, DeepspeedDistributed):
+            raise AssertionError("only a deepspeed spec has a DeepSpeed config")
+        return deepspeed_config(distributed)
 
     @property
     def stage(self) -> str:
@@ -547,4 +555,40 @@ def _extras(spec: Spec) -> tuple[str, ...]:
         extras.append("flash-attn")
     if spec.train.liger_kernel:
         extras.append("liger-kernel")
+    if spec.distributed.kind == "deepspeed":
+        extras.append("deepspeed")
     return tuple(extras)
+
+
+def deepspeed_config(distributed: DeepspeedDistributed) -> dict[str, Any]:
+    """ds_config.json: the ZeRO settings; "auto" values are filled from the training settings.
+
+    transformers' DeepSpeed integration fills every "auto" from the trainer's arguments
+    (batch sizes, accumulation, clipping, bf16, the optimizer's lr/betas/eps/weight decay), so
+    config.yaml stays the one place they are set.
+    """
+    zero: dict[str, Any] = {
+        "stage": distributed.zero_stage,
+        "overlap_comm": True,
+        "contiguous_gradients": True,
+    }
+    if distributed.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    if distributed.offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    if distributed.zero_stage == 3:
+        # Trainer.save_model then writes one full 16-bit state dict, not only ZeRO shards.
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    config: dict[str, Any] = {
+        "train_batch_size": "auto",
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "bf16": {"enabled": "auto"},
+        "zero_optimization": zero,
+    }
+    if distributed.offload_optimizer:
+        # ZeRO-Offload refuses a client optimizer: DeepSpeed builds AdamW (its CPU Adam) itself.
+        params = {"lr": "auto", "betas": "auto", "eps": "auto", "weight_decay": "auto"}
+        config["optimizer"] = {"type": "AdamW", "params": params}
+    return config

@@ -1065,8 +1065,16 @@ class DeepspeedDistributed(_MultiProcess):
     kind: Literal["deepspeed"] = Field(
         description="DeepSpeed ZeRO (needs CUDA GPUs and a GPU pin set)."
     )
-    zero_stage: Literal[2, 3] = Field(default=2, description="ZeRO stage 2 or 3.")
-    offload_optimizer: bool = Field(default=False, description="Optimizer state in CPU memory.")
+    zero_stage: Literal[2, 3] = Field(
+        default=2,
+        description="ZeRO stage 2 (optimizer state and gradients sharded) or 3 (parameters "
+        "too; the saved model is gathered into one 16-bit state dict).",
+    )
+    offload_optimizer: bool = Field(
+        default=False,
+        description="Optimizer state in CPU memory; DeepSpeed then builds its own AdamW (its "
+        "CPU Adam, compiled on first use) from the training settings.",
+    )
     offload_params: bool = Field(
         default=False, description="Parameters in CPU memory (ZeRO-3 only)."
     )
@@ -1293,12 +1301,8 @@ class Spec(Section):
         if distributed.kind == "deepspeed" and self.pins.target == "cpu":
             raise RuleError(
                 ("distributed", "kind"),
-                "DeepSpeed needs CUDA GPUs, but pins.target is cpu: use distributed: ddp or fsdp",
-            )
-        if distributed.kind == "deepspeed":
-            raise RuleError(
-                ("distributed", "kind"),
-                "distributed: deepspeed is not generated yet: use distributed: ddp or fsdp",
+                "DeepSpeed needs CUDA GPUs, but pins.target is cpu: set pins.target: cuda13.0, "
+                "or use distributed: ddp or fsdp",
             )
         if (
             distributed.kind != "single"
@@ -1307,7 +1311,8 @@ class Spec(Section):
         ):
             raise RuleError(
                 ("distributed", "num_machines"),
-                "multi-node training needs a GPU pin set (pins.target cpu is for one machine)",
+                "multi-node training needs a GPU pin set (pins.target cpu is for one machine): "
+                "set pins.target: cuda13.0",
             )
         if (
             isinstance(distributed, DeepspeedDistributed)
@@ -1370,10 +1375,32 @@ class Spec(Section):
                 ("model", "quantization"),
                 "FSDP cannot shard bitsandbytes-quantized weights here: use distributed: ddp",
             )
+        distributed = self.distributed
+        if (
+            quantization is not None
+            and isinstance(distributed, DeepspeedDistributed)
+            and distributed.zero_stage == 3
+        ):
+            raise RuleError(
+                ("model", "quantization"),
+                "ZeRO-3 partitions floating-point parameters, and bitsandbytes stores quantized "
+                "weights as integers (uint8) unless bnb_4bit_quant_storage is the model dtype, "
+                "which lfc does not set: use distributed.zero_stage 2 with model.quantization",
+            )
         if quantization is not None and stage == "ppo":
             message = "the ppo stage loads four models in full precision: no quantization"
             raise RuleError(("model", "quantization"), message)
         if isinstance(adapter, LoraAdapter):
+            if (
+                adapter.loraplus_lr_ratio is not None
+                and isinstance(distributed, DeepspeedDistributed)
+                and distributed.offload_optimizer
+            ):
+                raise RuleError(
+                    ("adapter", "loraplus_lr_ratio"),
+                    "distributed.offload_optimizer makes DeepSpeed build its own (CPU) "
+                    "optimizer, which would drop LoRA+'s learning-rate groups: turn one off",
+                )
             if adapter.loraplus_lr_ratio is not None and stage == "ppo":
                 raise RuleError(
                     ("adapter", "loraplus_lr_ratio"),

@@ -39,6 +39,13 @@ COMBINATIONS: tuple[tuple[str, str, str], ...] = (
     ("Distributed", "DeepSpeed on the cpu pin set", "068-deepspeed-cpu.yaml"),
     ("Distributed", "several machines on the cpu pin set", "069-multi-node-cpu.yaml"),
     ("Distributed", "stage ppo with more than one process", "072-ppo-ddp.yaml"),
+    ("Distributed", "QLoRA with DeepSpeed ZeRO-3", "260-qlora-zero3.yaml"),
+    (
+        "Distributed",
+        "LoRA+ with DeepSpeed optimizer offload",
+        "261-loraplus-offload-optimizer.yaml",
+    ),
+    ("Distributed", "DeepSpeed parameter offload below ZeRO-3", "262-offload-params-zero2.yaml"),
     ("Serving and export", "serving a LoRA adapter from a full run", "073-serve-lora-full.yaml"),
     ("Serving and export", "vLLM LoRA serving above rank 512", "075-serve-lora-rank.yaml"),
     ("Serving and export", "vLLM LoRA serving of a DoRA adapter", "304-serve-lora-dora.yaml"),

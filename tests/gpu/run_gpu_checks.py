@@ -4,10 +4,10 @@ Run with `nox -s gpu` (not part of CI) on a Linux x86_64 machine with an NVIDIA 
 CUDA 13.0 and Python 3.12 (the cuda13.0 pin set). Without a GPU it says so and exits 0.
 
 Each check compiles examples/quickstart.yaml with `pins.target: cuda13.0`, its option and
-`train.max_steps: 2`, installs the project's own requirements.txt into one shared venv
+`train.max_steps: 2` (DeepSpeed ZeRO-2 with one process), installs the project's own requirements.txt into one shared venv
 (the pins are the same set, so later checks only add their extras), runs data.py and
 train.py through accelerate, and checks the adapter was saved. The options lfc refuses at
-compile time (Unsloth, LoftQ, pre-quantized GPTQ/AWQ, DeepSpeed) are checked to be refused.
+compile time (Unsloth, LoftQ, pre-quantized GPTQ/AWQ) are checked to be refused.
 """
 
 from __future__ import annotations
@@ -35,13 +35,16 @@ TRAINED: dict[str, dict] = {
     "liger-kernel": {"model": BF16, "train": {**TRAIN, "liger_kernel": True}},
     "qlora-4bit": {"model": {**BF16, "quantization": {"bits": 4}}},
     "qlora-8bit": {"model": {**BF16, "quantization": {"bits": 8}}},
+    "deepspeed-zero2": {
+        "model": BF16,
+        "distributed": {"kind": "deepspeed", "zero_stage": 2, "num_processes": 1},
+    },
 }
 # name -> (spec sections, the key lfc must refuse).
 REFUSED: dict[str, tuple[dict, str]] = {
     "unsloth": ({"model": {**BF16, "loader": "unsloth"}}, "model.loader"),
     "loftq": ({"model": BF16, "adapter": {"kind": "lora", "init": "loftq"}}, "adapter.init"),
     "gptq": ({"model": {**BF16, "prequantized": "gptq"}}, "model.prequantized"),
-    "deepspeed": ({"model": BF16, "distributed": {"kind": "deepspeed"}}, "distributed"),
 }
 
 
@@ -94,8 +97,9 @@ def _train(name: str, sections: dict, work: Path, venv: Path) -> str:
     else:
         _run([python, "-m", "pip", "install", "-r", requirements], work, log)
     _run([python, "data.py"], project, log)
+    kind = sections.get("distributed", {}).get("kind", "single")
     launch = [python, "-m", "accelerate.commands.launch", "--config_file"]
-    _run([*launch, "accelerate/single.yaml", "train.py"], project, log)
+    _run([*launch, f"accelerate/{kind}.yaml", "train.py"], project, log)
     saved = project / "outputs" / "adapter_model.safetensors"
     if not saved.is_file():
         raise RuntimeError(f"train.py finished without saving {saved}")
