@@ -141,3 +141,13 @@ def bench_train(session: nox.Session) -> None:
         "python", "bench/train_bench.py", "--lf-python", str(lf_python), *session.posargs,
         env=QUIET_ENV,
     )  # fmt: skip
+
+
+@nox.session(python=False)
+def gpu(session: nox.Session) -> None:
+    """GPU-only options trained 2 steps each on a CUDA machine (not in CI; skips without one).
+
+    Runs with the current Python, which needs lfc installed (`pip install -e .`); the generated
+    projects' requirements go into one venv the script makes (with Python 3.12 when present).
+    """
+    session.run("python", "tests/gpu/run_gpu_checks.py", *session.posargs, env=QUIET_ENV)

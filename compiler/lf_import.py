@@ -146,8 +146,9 @@ UNSUPPORTED: dict[str, str] = {
     "freeze_language_model": "multimodal training is not supported yet",
     "use_adam_mini": "Adam-mini is not supported yet",
     "use_muon": "the Muon optimizer is not supported yet",
-    "use_unsloth": "Unsloth is not supported yet",
-    "use_liger_kernel": "Liger kernels are not supported yet",
+    "use_unsloth": "Unsloth is refused: unsloth 2026.10.9 requires transformers<=5.17.0 and "
+    "trl<=1.15.0, lfc pins 5.24.0 and 1.16.0",
+    "use_liger_kernel": "set `train.liger_kernel: true` with `pins.target: cuda13.0`",
     "use_v1_kernels": "LLaMA-Factory's fused kernels are not supported",
     "use_kt": "KTransformers is not supported",
     "swanlab_api_key": "a secret does not belong in a spec: `swanlab login` or export "
@@ -420,7 +421,13 @@ def _precision(state: _State, key: str, value: Any) -> None:
 
 def _flash_attn(state: _State, value: Any) -> None:
     implementation = {"auto": "sdpa", "sdpa": "sdpa", "disabled": "eager"}.get(value)
-    if implementation is None:
+    if value == "fa2":
+        message = (
+            "set `model.attn_implementation: flash_attention_2` (model.dtype bfloat16 or "
+            "float16) with `pins.target: cuda13.0`"
+        )
+        state.refused.append(("flash_attn", message))
+    elif implementation is None:
         state.refused.append(("flash_attn", f"flash_attn {value!r} is not supported yet"))
     else:
         state.set("model", "attn_implementation", implementation)

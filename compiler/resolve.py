@@ -457,6 +457,8 @@ def _config(spec: Spec) -> dict[str, dict[str, Any]]:
     if train.neftune_alpha is not None:
         training["neftune_noise_alpha"] = train.neftune_alpha
     training.update(_low_rank_optimizer(train.optimizer))
+    if train.liger_kernel:
+        training["use_liger_kernel"] = True
     training.update(_stage_training(spec))
     if data.val_size > 0:
         training["eval_strategy"] = "steps"
@@ -641,6 +643,10 @@ def _extras(spec: Spec) -> tuple[str, ...]:
     extras = list(spec.train.report_to)
     if spec.export.quantization != "none" or spec.model.quantization is not None:
         extras.append("bitsandbytes")
+    if spec.model.attn_implementation == "flash_attention_2":
+        extras.append("flash-attn")
+    if spec.train.liger_kernel:
+        extras.append("liger-kernel")
     if spec.distributed.kind == "deepspeed":
         extras.append("deepspeed")
     if spec.train.optimizer.kind != "adamw":

@@ -149,9 +149,11 @@ class ModelSpec(Section):
         "embeddings). Off: a missing token is an error, at compile time when the model is a "
         "local folder.",
     )
-    attn_implementation: Literal["sdpa", "eager"] = Field(
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
         default="sdpa",
-        description="Attention kernel: `sdpa` (PyTorch scaled dot-product) or `eager`.",
+        description="Attention kernel: `sdpa` (PyTorch scaled dot-product), `eager`, or "
+        "`flash_attention_2` (the flash-attn package: CUDA GPUs only, dtype bfloat16 or "
+        "float16).",
     )
     quantization: QuantizationSpec | None = Field(
         default=None,
@@ -162,6 +164,18 @@ class ModelSpec(Section):
         default=None,
         description="Stretch the model's rotary position embeddings to train on longer "
         "sequences than it was pre-trained on.",
+    )
+    prequantized: Literal["gptq", "awq"] | None = Field(
+        default=None,
+        description="The base model is already quantized (its config.json holds a GPTQ or AWQ "
+        "`quantization_config`): LoRA adapters train on the frozen quantized weights, and "
+        "requirements pin the kernel package transformers loads them with (CUDA GPUs only). "
+        "Not generated yet: refused with the reason. None: a full-precision base model.",
+    )
+    loader: Literal["transformers", "unsloth"] = Field(
+        default="transformers",
+        description="Library that loads the model and adds the adapters: transformers + peft, "
+        "or Unsloth's FastLanguageModel (not available: see the README's methods table).",
     )
 
 
@@ -250,13 +264,27 @@ class LoraAdapter(Section):
         "which keeps high ranks stable.",
     )
 
-    init: Literal["default", "gaussian", "pissa", "olora"] = Field(
+    init: Literal["default", "gaussian", "pissa", "olora", "loftq"] = Field(
         default="default",
         description="How the adapters start. default: A random, B zero (the update starts at "
         "0); gaussian: A from a Gaussian; pissa: A and B from the top singular vectors of each "
-        "weight, the rest stays in the base (PiSSA); olora: from a QR decomposition (OLoRA). "
+        "weight, the rest stays in the base (PiSSA); olora: from a QR decomposition (OLoRA); "
+        "loftq: the base weights are quantized and A, B start from the SVD of the "
+        "quantization error (LoftQ; peft runs it on a CUDA GPU; not generated yet: refused "
+        "with the reason). "
         "pissa and olora change the base weights while training, so train.py rewrites the "
         "final adapter as plain LoRA on the original base (rank 2 x rank).",
+    )
+    loftq_bits: Literal[4, 8] | None = Field(
+        default=None,
+        description="init loftq only: bits of the quantized base weights LoftQ fits the "
+        "adapters to (peft's default: 4).",
+    )
+    loftq_iter: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="init loftq only: alternating quantize / SVD steps (peft's default: 1).",
     )
     pissa_niter: int | None = Field(
         default=None,
@@ -302,6 +330,9 @@ class LoraAdapter(Section):
     def _init_options(self) -> LoraAdapter:
         if self.pissa_niter is not None and self.init != "pissa":
             raise RuleError(("pissa_niter",), "pissa_niter needs init: pissa")
+        for key in ("loftq_bits", "loftq_iter"):
+            if getattr(self, key) is not None and self.init != "loftq":
+                raise RuleError((key,), f"{key} needs init: loftq")
         if self.init in ("pissa", "olora") and self.dora:
             raise RuleError(
                 ("init",),
@@ -1133,6 +1164,13 @@ class TrainSpec(Section):
         description="NEFTune: add uniform noise scaled by alpha / sqrt(length x hidden) to the "
         "input embeddings while training (the paper uses 5). None: off.",
     )
+    liger_kernel: bool = Field(
+        default=False,
+        description="Liger's fused Triton kernels (RMSNorm, RoPE, SwiGLU, fused linear cross "
+        "entropy) patched into the model by the trainer (use_liger_kernel); CUDA GPUs only, "
+        "pins liger-kernel.",
+    )
+
     optimizer: Optimizer = Field(
         default_factory=lambda: AdamwOptimizer(kind="adamw"),
         description="The optimizer: adamw, galore, apollo or badam (`optimizer: galore` is "
@@ -1666,6 +1704,103 @@ class Spec(Section):
                 f"NEFTune noises the embeddings of supervised answers; stage {stage} does "
                 "not train that way: remove neftune_alpha",
             )
+        self._kernel_rules()
+
+    def _kernel_rules(self) -> None:
+        """GPU kernels, LoftQ, pre-quantized bases and Unsloth: their combinations first (so
+        each rule is reachable), then what is not generated yet, then the CUDA target."""
+        model, adapter, stage = self.model, self.adapter, self.stage.kind
+        if model.loader == "unsloth":
+            raise RuleError(
+                ("model", "loader"),
+                "unsloth 2026.10.9 requires transformers<=5.17.0, trl<=1.15.0 and "
+                "datasets<5.0.0, but lfc pins transformers 5.24.0, trl 1.16.0 and datasets "
+                "5.2.0: use loader transformers",
+            )
+        if model.attn_implementation == "flash_attention_2" and model.dtype not in (
+            "bfloat16",
+            "float16",
+        ):
+            raise RuleError(
+                ("model", "attn_implementation"),
+                "flash_attention_2 computes in bfloat16 or float16 only: set model.dtype "
+                "bfloat16 or float16",
+            )
+        prequantized = model.prequantized
+        if prequantized is not None:
+            if adapter.kind != "lora":
+                raise RuleError(
+                    ("model", "prequantized"),
+                    f"the {prequantized} model's weights are frozen integers: adapter "
+                    f"{adapter.kind} cannot train them; train LoRA adapters on it (adapter: lora)",
+                )
+            if model.quantization is not None:
+                raise RuleError(
+                    ("model", "quantization"),
+                    f"the base model is already {prequantized}-quantized: remove "
+                    "model.quantization",
+                )
+            if adapter.init in ("pissa", "olora", "loftq"):
+                raise RuleError(
+                    ("adapter", "init"),
+                    f"init {adapter.init} rewrites the full-precision base weights; a "
+                    f"{prequantized} model has none: use init default or gaussian",
+                )
+            if stage == "ppo":
+                message = "the ppo stage loads four models in full precision: no prequantized base"
+                raise RuleError(("model", "prequantized"), message)
+            if self.export.extra_adapters or self.export.quantization != "none":
+                key = "extra_adapters" if self.export.extra_adapters else "quantization"
+                raise RuleError(
+                    ("export", key),
+                    f"peft cannot merge LoRA into {prequantized} layers (they have no merge "
+                    "method), and export." + key + " works on the merged model: remove it",
+                )
+        if isinstance(adapter, LoraAdapter) and adapter.init == "loftq":
+            if model.quantization is not None:
+                raise RuleError(
+                    ("model", "quantization"),
+                    "LoftQ quantizes the base weights itself (peft: do not pass a quantized "
+                    "model with loftq): remove model.quantization, or use init default",
+                )
+            if stage in ("ppo", "rm"):
+                message = f"init loftq is for generative stages (not {stage})"
+                raise RuleError(("adapter", "init"), message)
+        if isinstance(adapter, LoraAdapter) and adapter.init == "loftq":
+            raise RuleError(
+                ("adapter", "init"),
+                "init loftq (CUDA only) is not generated yet: peft 0.21 replaces the base "
+                "weights by their LoftQ-quantized copy and has no conversion of the adapter back "
+                "to the original base (as for pissa/olora), so chat.py and export.py would need "
+                "that base saved with the project; use init default",
+            )
+        if prequantized is not None:
+            raise RuleError(
+                ("model", "prequantized"),
+                f"prequantized {prequantized} bases (CUDA only) are not generated yet: export.py "
+                "merges LoRA into the base, which peft cannot do for GPTQ/AWQ layers; use a "
+                "full-precision base (or model.quantization for QLoRA)",
+            )
+        if self.pins.target == "cpu":
+            needs_cuda = [
+                (
+                    ("model", "attn_implementation"),
+                    model.attn_implementation == "flash_attention_2",
+                    "flash_attention_2 runs flash-attn's CUDA kernels",
+                ),
+                (
+                    ("train", "liger_kernel"),
+                    self.train.liger_kernel,
+                    "Liger kernels are Triton kernels for CUDA GPUs",
+                ),
+            ]
+            for at, used, reason in needs_cuda:
+                if used:
+                    raise RuleError(
+                        at,
+                        f"{reason}; pins.target cpu has none: set pins.target cuda13.0, or "
+                        f"remove {'.'.join(at)}",
+                    )
 
     def _tracking_rules(self) -> None:
         """The tracking section needs a tracker that reads it; MLflow online needs a server."""

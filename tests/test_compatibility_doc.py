@@ -84,6 +84,23 @@ COMBINATIONS: tuple[tuple[str, str, str], ...] = (
         "export.extra_adapters without adapter lora",
         "074-extra-adapters-freeze.yaml",
     ),
+    ("Kernels", "flash_attention_2 on pins.target cpu", "280-flash-attention-cpu.yaml"),
+    ("Kernels", "flash_attention_2 in float32", "281-flash-attention-float32.yaml"),
+    ("Kernels", "flash_attention_2 with dtype auto", "283-flash-attention-dtype-auto.yaml"),
+    ("Kernels", "Liger kernels on pins.target cpu", "282-liger-kernel-cpu.yaml"),
+    ("Kernels", "Unsloth (its pins conflict with lfc's)", "294-unsloth.yaml"),
+    ("Methods", "LoftQ init (not generated yet)", "295-loftq-not-generated.yaml"),
+    ("Methods", "LoftQ init on a quantized model", "284-loftq-quantized-base.yaml"),
+    ("Methods", "pre-quantized base (not generated yet)", "296-prequantized-not-generated.yaml"),
+    ("Methods", "pre-quantized base with full or freeze", "288-prequantized-full.yaml"),
+    (
+        "Methods",
+        "pre-quantized base with model.quantization",
+        "290-prequantized-and-quantization.yaml",
+    ),
+    ("Methods", "pre-quantized base with PiSSA/OLoRA/LoftQ init", "291-prequantized-pissa.yaml"),
+    ("Methods", "pre-quantized base with stage ppo", "287-prequantized-ppo.yaml"),
+    ("Methods", "pre-quantized base with export.quantization", "292-prequantized-export-bnb.yaml"),
 )
 
 

@@ -1,0 +1,155 @@
+"""GPU checks: compile, install and really train 2 steps with each GPU-only option.
+
+Run with `nox -s gpu` (not part of CI) on a Linux x86_64 machine with an NVIDIA GPU that runs
+CUDA 13.0 and Python 3.12 (the cuda13.0 pin set). Without a GPU it says so and exits 0.
+
+Each check compiles examples/quickstart.yaml with `pins.target: cuda13.0`, its option and
+`train.max_steps: 2` (DeepSpeed ZeRO-2 with one process), installs the project's own requirements.txt into one shared venv
+(the pins are the same set, so later checks only add their extras), runs data.py and
+train.py through accelerate, and checks the adapter was saved. The options lfc refuses at
+compile time (Unsloth, LoftQ, pre-quantized GPTQ/AWQ) are checked to be refused.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+CUDA = {"pins": {"target": "cuda13.0"}}
+TRAIN = {"learning_rate": 1.0e-3, "max_steps": 2, "batch_size": 2, "logging_steps": 1}
+BF16 = {"name_or_path": "../tiny-llama", "dtype": "bfloat16"}
+
+# name -> spec sections (on top of quickstart); each trains 2 steps on the GPU.
+TRAINED: dict[str, dict] = {
+    "lora-bf16": {"model": BF16},
+    "flash-attention-2": {"model": {**BF16, "attn_implementation": "flash_attention_2"}},
+    "liger-kernel": {"model": BF16, "train": {**TRAIN, "liger_kernel": True}},
+    "qlora-4bit": {"model": {**BF16, "quantization": {"bits": 4}}},
+    "qlora-8bit": {"model": {**BF16, "quantization": {"bits": 8}}},
+    "deepspeed-zero2": {
+        "model": BF16,
+        "distributed": {"kind": "deepspeed", "zero_stage": 2, "num_processes": 1},
+    },
+}
+# name -> (spec sections, the key lfc must refuse).
+REFUSED: dict[str, tuple[dict, str]] = {
+    "unsloth": ({"model": {**BF16, "loader": "unsloth"}}, "model.loader"),
+    "loftq": ({"model": BF16, "adapter": {"kind": "lora", "init": "loftq"}}, "adapter.init"),
+    "gptq": ({"model": {**BF16, "prequantized": "gptq"}}, "model.prequantized"),
+}
+
+
+def _gpu() -> str | None:
+    """The GPUs nvidia-smi lists, or None (torch is not imported: it may not be installed)."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    result = subprocess.run([smi, "-L"], capture_output=True, text=True)
+    listed = result.stdout.strip()
+    return listed if result.returncode == 0 and listed.startswith("GPU") else None
+
+
+def _run(cmd: list[str], cwd: Path, log: Path) -> None:
+    with log.open("a") as out:
+        out.write(f"$ {' '.join(cmd)}\n")
+        out.flush()
+        result = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    if result.returncode:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
+        raise RuntimeError(f"{' '.join(cmd)} failed ({result.returncode}):\n{tail}")
+
+
+def _spec(folder: Path, sections: dict) -> Path:
+    spec = yaml.safe_load((EXAMPLES / "quickstart.yaml").read_text())
+    spec.update({"train": TRAIN, **CUDA, **sections})
+    folder.mkdir(parents=True)
+    (folder / "data").symlink_to(EXAMPLES / "data")
+    (folder / "tiny-llama").symlink_to(folder.parent / "tiny-llama")
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _train(name: str, sections: dict, work: Path, venv: Path) -> str:
+    folder = work / name
+    log = work / f"{name}.log"
+    lfc = [sys.executable, "-m", "lfc"]
+    _run([*lfc, "compile", str(_spec(folder, sections)), "-o", str(folder / "run")], work, log)
+    project = folder / "run"
+    python = str(venv / "bin" / "python")
+    requirements = str(project / "requirements.txt")
+    if "flash-attn" in (project / "requirements.txt").read_text():
+        # The Dockerfile's order: torch is in the venv already (an earlier check installed the
+        # set) and flash-attn builds against it, with the build tools a bare venv lacks.
+        tools = ["setuptools", "wheel", "packaging", "ninja", "psutil"]
+        _run([python, "-m", "pip", "install", *tools], work, log)
+        isolation = "--no-build-isolation"
+        _run([python, "-m", "pip", "install", isolation, "-r", requirements], work, log)
+    else:
+        _run([python, "-m", "pip", "install", "-r", requirements], work, log)
+    _run([python, "data.py"], project, log)
+    kind = sections.get("distributed", {}).get("kind", "single")
+    launch = [python, "-m", "accelerate.commands.launch", "--config_file"]
+    _run([*launch, f"accelerate/{kind}.yaml", "train.py"], project, log)
+    saved = project / "outputs" / "adapter_model.safetensors"
+    if not saved.is_file():
+        raise RuntimeError(f"train.py finished without saving {saved}")
+    return f"trained 2 steps, saved {saved.name}"
+
+
+def _refused(sections: dict, key: str, work: Path, name: str) -> str:
+    spec = _spec(work / name, sections)
+    result = subprocess.run(
+        [sys.executable, "-m", "lfc", "validate", str(spec)], capture_output=True, text=True
+    )
+    first = (result.stderr.strip().splitlines() or [""])[0]
+    if result.returncode != 2 or f" {key}" not in first:
+        raise RuntimeError(f"expected a refusal at {key}, got {result.returncode}: {first}")
+    return "refused at compile time: " + first.split(": ", 2)[-1][:100]
+
+
+def main() -> int:
+    gpus = _gpu()
+    if gpus is None:
+        print("GPU checks skipped: no CUDA GPU (nvidia-smi is missing or lists none).")
+        return 0
+    print(gpus)
+    work = Path(tempfile.mkdtemp(prefix="lfc-gpu-"))
+    env_python = shutil.which("python3.12") or sys.executable
+    venv = work / "venv"
+    subprocess.run([env_python, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "lfc", "tiny-model", str(work / "tiny-llama")], check=True
+    )
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    failures = 0
+    for name, sections in TRAINED.items():
+        start = time.monotonic()
+        try:
+            outcome = _train(name, sections, work, venv)
+        except RuntimeError as error:
+            failures += 1
+            outcome = f"FAILED: {error}"
+        print(f"{name}: {outcome} ({time.monotonic() - start:.0f} s)", flush=True)
+    for name, (sections, key) in REFUSED.items():
+        try:
+            outcome = _refused(sections, key, work, name)
+        except RuntimeError as error:
+            failures += 1
+            outcome = f"FAILED: {error}"
+        print(f"{name}: {outcome}", flush=True)
+    print(f"logs and projects: {work}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""GPU kernels and methods: flash-attn, Liger, Unsloth, LoftQ and pre-quantized bases.
+
+No GPU here. For the options that compile (flash_attention_2 and Liger on pins.target
+cuda13.0) these tests check the exact lines the project gets, that its pins are the recorded
+pip resolution, and that the generated code lints and compiles; `nox -s gpu`
+(tests/gpu/run_gpu_checks.py) trains them on a CUDA machine. The options refused at compile
+time are checked by the bad-spec corpus (cases 280-29x); here the reasons they give are checked
+against what they cite.
+"""
+
+from __future__ import annotations
+
+import py_compile
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from test_cuda_target import _hadolint
+
+from lfc.errors import SpecError
+from lfc.pins import training_pins
+from lfc.pipeline import compile_file
+from lfc.writer import write_project
+
+from conftest import FIXTURES, write_variant
+
+GPU = {"pins": {"target": "cuda13.0"}}
+TRAIN = {"learning_rate": 1.0e-3, "max_steps": 2, "batch_size": 2, "logging_steps": 1}
+
+
+def _project(tmp_path: Path, sections: dict) -> tuple[Path, dict[str, str]]:
+    """Compile quickstart with `sections` on cuda13.0, write it, lint and byte-compile it."""
+    files = compile_file(write_variant(tmp_path, {**GPU, **sections})).files
+    project = tmp_path / "run"
+    write_project(files, project)
+    ruff = str(Path(sys.executable).with_name("ruff"))
+    for check in (["check", "--isolated", "."], ["format", "--isolated", "--check", "."]):
+        result = subprocess.run([ruff, *check], cwd=project, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+    for script in project.glob("*.py"):
+        py_compile.compile(str(script), doraise=True)
+    texts = {name: data.decode() for name, data in files.items() if not name.startswith("data/")}
+    return project, texts
+
+
+def _pins(requirements: str) -> dict[str, str]:
+    lines = (line for line in requirements.splitlines() if line and not line.startswith("#"))
+    return dict(line.split("==") for line in lines)
+
+
+def _resolution(name: str) -> dict[str, str]:
+    lines = (FIXTURES / "cuda" / name).read_text().splitlines()
+    return dict(line.split("==") for line in lines if "==" in line)
+
+
+def test_flash_attention_2_is_configured_pinned_and_built_after_torch(tmp_path: Path) -> None:
+    model = {"name_or_path": "../tiny-llama", "dtype": "bfloat16"}
+    _, files = _project(tmp_path, {"model": {**model, "attn_implementation": "flash_attention_2"}})
+    config = yaml.safe_load(files["config.yaml"])
+    assert config["attn_implementation"] == "flash_attention_2" and config["dtype"] == "bfloat16"
+    pins = _pins(files["requirements.txt"])
+    assert pins["flash-attn"] == "2.8.3.post2" and "liger-kernel" not in pins
+    dockerfile = files["Dockerfile"]
+    torch_first = "uv pip install --no-cache torch==2.13.0 \\\n"
+    build = "uv pip install --no-cache --no-build-isolation-package flash-attn -r requirements.txt"
+    assert torch_first in dockerfile and build in dockerfile
+    assert dockerfile.index(torch_first) < dockerfile.index(build)
+    (tmp_path / "image").mkdir()
+    (tmp_path / "image" / "Dockerfile").write_text(dockerfile)
+    _hadolint(tmp_path / "image" / "Dockerfile")
+    (tmp_path / "sdpa").mkdir()
+    plain = compile_file(write_variant(tmp_path / "sdpa", {**GPU, "model": model})).files
+    assert "flash-attn" not in plain["requirements.txt"].decode()
+    assert "no-build-isolation" not in plain["Dockerfile"].decode()
+
+
+def test_liger_kernel_is_a_training_argument_pinned_from_the_recorded_resolution(
+    tmp_path: Path,
+) -> None:
+    _, files = _project(tmp_path, {"train": {**TRAIN, "liger_kernel": True}})
+    config = yaml.safe_load(files["config.yaml"])
+    assert config["use_liger_kernel"] is True
+    pins = _pins(files["requirements.txt"])
+    resolved = _resolution("resolution_kernels_py3.12.txt")
+    assert pins["liger-kernel"] == "0.8.5"
+    for name, version in pins.items():
+        assert resolved[re.sub(r"[-_.]+", "-", name).lower()] == version, name
+    (tmp_path / "off").mkdir()
+    plain = compile_file(write_variant(tmp_path / "off", {**GPU, "train": TRAIN})).files
+    assert "liger" not in plain["requirements.txt"].decode()
+    assert "use_liger_kernel" not in plain["config.yaml"].decode()
+
+
+def test_transformers_reads_use_liger_kernel_from_its_training_arguments() -> None:
+    """The key config.yaml writes is a field of the installed TrainingArguments (so of TRL's
+    configs, which extend it): a renamed field would make TrlParser refuse config.yaml."""
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    names = {field.name for field in fields(TrainingArguments)}
+    assert "use_liger_kernel" in names and "attn_implementation" not in names
+
+
+@pytest.mark.parametrize(
+    ("package", "bound"),
+    [("transformers", "5.17.0"), ("trl", "1.15.0"), ("datasets", "5.0.0")],
+)
+def test_unsloth_refusal_cites_pins_above_its_bounds(package: str, bound: str) -> None:
+    """unsloth 2026.10.9's metadata: transformers<=5.17.0, trl<=1.15.0, datasets<5.0.0. The
+    refusal names lfc's pins, which must still break those bounds for it to be true."""
+    from packaging.version import Version
+
+    from lfc.schemas.spec import Spec
+
+    for target in ("cpu", "cuda13.0"):
+        pinned = training_pins(target, ()).packages[package]
+        assert Version(pinned) > Version(bound)
+    spec = {
+        "lfc": 1,
+        "model": {"name_or_path": "m", "loader": "unsloth"},
+        "template": "llama3",
+        "data": {"datasets": [{"path": "d.json", "format": "alpaca"}]},
+        "pins": {"target": "cuda13.0"},
+    }
+    with pytest.raises(ValueError, match=re.escape(f"{package} {pinned}")):
+        Spec.model_validate(spec)
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ({"adapter": {"kind": "lora", "init": "loftq"}}, "adapter.init"),
+        (
+            {"model": {"name_or_path": "../tiny-llama", "prequantized": "gptq"}},
+            "model.prequantized",
+        ),
+    ],
+    ids=["loftq", "gptq"],
+)
+def test_methods_not_generated_yet_are_refused_on_cuda_too(
+    section: dict, key: str, tmp_path: Path
+) -> None:
+    with pytest.raises(SpecError, match=re.escape(key) + ".*not generated yet"):
+        compile_file(write_variant(tmp_path, {**GPU, **section}))
+
+
+def test_gpu_checks_skip_cleanly_without_a_gpu(tmp_path: Path) -> None:
+    """`nox -s gpu` on a machine without nvidia-smi: a clear message and exit status 0."""
+    script = Path(__file__).parent / "gpu" / "run_gpu_checks.py"
+    env = {"PATH": str(tmp_path), "HOME": str(tmp_path)}  # no nvidia-smi on this PATH
+    result = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        "GPU checks skipped: no CUDA GPU (nvidia-smi is missing or lists none)."
+    )
+    noxfile = (Path(__file__).parents[1] / "noxfile.py").read_text()
+    assert 'nox.options.sessions = ["tests", "lint"]' in noxfile and "def gpu(" in noxfile
