@@ -25,7 +25,7 @@ class ChatTemplate:
     supports_reasoning: bool
     default_system: str | None
     reference: str | None
-    image_token: str | None  # the placeholder an image model expands (None: text only)
+    image_token: str | None = None  # the placeholder an image model expands (None: text only)
 
 
 def _folder() -> resources.abc.Traversable:

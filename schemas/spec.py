@@ -1224,6 +1224,13 @@ class ServeSpec(Section):
     gpu_memory_utilization: float = Field(
         default=0.9, gt=0, le=1, description="vLLM: fraction of GPU memory it may take."
     )
+    max_images_per_prompt: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="vLLM, image models only: most images one request may hold "
+        "(--limit-mm-per-prompt).",
+    )
 
     @field_validator("host")
     @classmethod
