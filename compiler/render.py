@@ -144,6 +144,8 @@ def normalized_spec(plan: Plan) -> bytes:
     data = plan.spec.model_dump(mode="json")
     if not plan.generative:  # a reward model has no serve or export settings
         del data["serve"], data["export"]
+    if plan.multimodal:
+        data["export"]["ollama"] = False  # no Modelfile for an image model
     if isinstance(data["template"], dict):
         data["template"]["jinja"] = "chat_template.jinja"
     for dataset, resolved in zip(data["data"]["datasets"], plan.datasets, strict=True):
@@ -219,7 +221,7 @@ def render_plan(plan: Plan, inputs: Mapping[str, bytes]) -> dict[str, bytes]:
         text = _render(blueprint, plan)
         files[path] = text.encode("utf-8")
     files["chat_template.jinja"] = plan.template.source.encode("utf-8")
-    if plan.generative and plan.spec.export.ollama and not plan.multimodal:
+    if plan.writes_modelfile:
         text = modelfile(plan.template, EXPORT_DIR, plan.stop_token_strings)
         files["Modelfile"] = text.encode("utf-8")
     for dataset in plan.datasets:

@@ -142,6 +142,11 @@ class Plan:
         return self.spec.model.multimodal is not None
 
     @property
+    def writes_modelfile(self) -> bool:
+        """An Ollama Modelfile: for chat models, unless turned off; never for an image model."""
+        return self.generative and self.spec.export.ollama and not self.multimodal
+
+    @property
     def has_images(self) -> bool:
         """A dataset has an images column (rows carry images)."""
         return any(d.media_dir is not None for d in self.datasets)

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from lfc.cli import app
 from lfc.pipeline import compile_file
 from lfc.template_render import render_conversation
 from lfc.writer import write_project
@@ -88,6 +90,13 @@ def _project(folder: Path, base: Path, **sections: dict) -> Path:
     ruff = str(Path(sys.executable).with_name("ruff"))
     for check in (["check", "--isolated", "."], ["format", "--isolated", "--check", "."]):
         run([ruff, *check], project, ENV)
+    # The project re-renders from its own spec.yaml, images included.
+    verified = CliRunner().invoke(app, ["verify", str(project)])
+    assert verified.exit_code == 0, verified.output
+    assert (project / "data/mllm_demo-media/mllm_demo_data/2.jpg").read_bytes() == (
+        DEMO / "mllm_demo_data/2.jpg"
+    ).read_bytes()
+    assert not (project / "Modelfile").exists()
     return project
 
 
