@@ -10,6 +10,7 @@ disagree are reported by row.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ from lfc.template_render import render_conversation
 from lfc.writer import write_project
 
 from conftest import FIXTURES
-from project_env import run
+from project_env import run, serving
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("PIL")
@@ -180,6 +181,30 @@ def test_llava_lora_trains_exports_and_answers_about_an_image(
     flags = ["--prompt", "Who is he?", "--image", image, "--chat_max_new_tokens", "4"]
     out = run([sys.executable, "chat.py", *flags], project, ENV)
     assert "[chat] model: exported/" in out
+
+    # serve.py answers an OpenAI-style image message; the prompt holds the image's features.
+    openai = pytest.importorskip("openai")
+    picture = base64.b64encode((DEMO / "mllm_demo_data/2.jpg").read_bytes()).decode()
+    parts = [
+        {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{picture}"}},
+        {"type": "text", "text": "Who is he?"},
+    ]
+    prompt = saved(
+        text=[rendered.replace("Who?", "Who is he?")],
+        images=[Image.open(image).convert("RGB")],
+        add_special_tokens=False,
+    )["input_ids"][0]
+    with serving(sys.executable, project, ENV) as url:
+        client = openai.OpenAI(base_url=url, api_key="unused")
+        messages = [{"role": "user", "content": parts}]
+        reply = client.chat.completions.create(model="lfc-model", messages=messages, max_tokens=3)
+        assert reply.usage.prompt_tokens == len(prompt)
+        assert reply.choices[0].finish_reason in ("stop", "length")
+        elsewhere = [{"type": "image_url", "image_url": {"url": "http://example.com/a.jpg"}}]
+        with pytest.raises(openai.BadRequestError, match="data:image"):
+            client.chat.completions.create(
+                model="lfc-model", messages=[{"role": "user", "content": elsewhere}]
+            )
 
 
 def test_llava_full_training_keeps_the_vision_tower_and_trains_the_projector(
