@@ -48,6 +48,18 @@ COMBINATIONS: tuple[tuple[str, str, str], ...] = (
         "export.extra_adapters without adapter lora",
         "074-extra-adapters-freeze.yaml",
     ),
+    ("Image models", "plugin qwen2_vl (needs torchvision)", "240-multimodal-qwen2vl.yaml"),
+    ("Image models", "a videos column", "241-multimodal-videos-column.yaml"),
+    ("Image models", "an audios column", "242-multimodal-audios-column.yaml"),
+    ("Image models", "an images column on a text model", "243-images-without-multimodal.yaml"),
+    ("Image models", "an images column without media_dir", "244-images-without-media-dir.yaml"),
+    ("Image models", "another template than the plugin's", "245-multimodal-template-mismatch.yaml"),
+    ("Image models", "adapter freeze", "246-multimodal-freeze-adapter.yaml"),
+    ("Image models", "data.packing", "247-multimodal-packing.yaml"),
+    ("Image models", "more than one process", "248-multimodal-ddp.yaml"),
+    ("Image models", "an Ollama Modelfile", "249-multimodal-ollama.yaml"),
+    ("Image models", "stages other than sft", "254-multimodal-dpo.yaml"),
+    ("Image models", "a quantized base model", "255-multimodal-quantization.yaml"),
 )
 
 
