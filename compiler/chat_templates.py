@@ -25,6 +25,7 @@ class ChatTemplate:
     supports_reasoning: bool
     default_system: str | None
     reference: str | None
+    image_token: str | None = None  # the placeholder an image model expands (None: text only)
 
 
 def _folder() -> resources.abc.Traversable:
@@ -51,6 +52,7 @@ def _registry() -> dict[str, ChatTemplate]:
             supports_reasoning=info["supports_reasoning"],
             default_system=info["default_system"],
             reference=info["reference"],
+            image_token=info["image_token"],
         )
     return entries
 

@@ -224,8 +224,15 @@ def tiny_model(
     template: Annotated[
         str | None, typer.Option(help="Give the tokenizer this template family's bos/eos.")
     ] = None,
+    architecture: Annotated[
+        str,
+        typer.Option(
+            help="llama (a causal LM) or llava (an image-text model with its processor and "
+            "the llava template)."
+        ),
+    ] = "llama",
 ) -> None:
-    """Build a tiny random Llama model and BPE tokenizer (no hub needed)."""
+    """Build a tiny random Llama (or LLaVA) model and BPE tokenizer (no hub needed)."""
     from lfc.chat_templates import template_names
     from lfc.suggest import did_you_mean
     from lfc.tiny_model import build_tiny_model
@@ -234,7 +241,9 @@ def tiny_model(
         _fail(
             InputError(f"unknown template {template!r}{did_you_mean(template, template_names())}")
         )
-    build_tiny_model(output, seed=seed, template=template)
+    if architecture not in ("llama", "llava"):
+        _fail(InputError(f"unknown architecture {architecture!r}; known: llama, llava"))
+    build_tiny_model(output, seed=seed, template=template, architecture=architecture)  # type: ignore[arg-type]
     typer.echo(f"tiny model written to {output}/")
 
 

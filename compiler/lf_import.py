@@ -136,14 +136,11 @@ UNSUPPORTED: dict[str, str] = {
     "export_quantization_bit": "an export config: use export.quantization",
     "export_quantization_dataset": "GPTQ export is not supported",
     "infer_backend": "an inference config: use chat.py, serve.py or serve_vllm.sh",
-    "image_max_pixels": "multimodal training is not supported yet",
-    "image_min_pixels": "multimodal training is not supported yet",
-    "video_max_pixels": "multimodal training is not supported yet",
-    "video_fps": "multimodal training is not supported yet",
-    "video_maxlen": "multimodal training is not supported yet",
-    "freeze_vision_tower": "multimodal training is not supported yet",
-    "freeze_multi_modal_projector": "multimodal training is not supported yet",
-    "freeze_language_model": "multimodal training is not supported yet",
+    "video_max_pixels": "not supported yet: video (the llava plugin reads images only)",
+    "video_fps": "not supported yet: video (the llava plugin reads images only)",
+    "video_maxlen": "not supported yet: video (the llava plugin reads images only)",
+    "freeze_language_model": "not supported yet: a frozen language model",
+    "train_mm_proj_only": "not supported yet: training the projector only",
     "use_adam_mini": "Adam-mini is not supported yet",
     "use_muon": "the Muon optimizer is not supported yet",
     "use_unsloth": "Unsloth is refused: unsloth 2026.10.9 requires transformers<=5.17.0 and "
@@ -315,9 +312,30 @@ def _quantization(state: _State, value: Any) -> None:
     state.set("model", "quantization", quantization)
 
 
+# LLaMA-Factory's image keys -> model.multimodal fields (with template llava).
+IMAGE_KEYS = {
+    "image_max_pixels": "image_max_pixels",
+    "image_min_pixels": "image_min_pixels",
+    "freeze_vision_tower": "freeze_vision_tower",
+    "freeze_multi_modal_projector": "freeze_projector",
+}
+
+
 def _template(state: _State, value: Any) -> None:
-    if value in MULTIMODAL_TEMPLATES:
-        state.refused.append(("template", f"{value!r} is multimodal; not supported yet"))
+    if value == "llava":
+        state.spec["template"] = "llava"
+        multimodal = state.spec.setdefault("model", {}).setdefault("multimodal", {})
+        multimodal["plugin"] = "llava"
+        for key, field_name in IMAGE_KEYS.items():
+            if key in state.config:
+                multimodal[field_name] = state.config[key]
+    elif value in MULTIMODAL_TEMPLATES:
+        why = (
+            "Qwen2-VL's processor needs torchvision, which does not run beside the pinned CPU torch"
+            if value.startswith("qwen")
+            else "lfc has the llava image plugin only"
+        )
+        state.refused.append(("template", f"{value!r} is multimodal; not supported yet: {why}"))
     elif value not in TEMPLATES:
         known = ", ".join(sorted(TEMPLATES))
         state.refused.append(("template", f"no lfc template for {value!r} (mapped: {known})"))
@@ -522,6 +540,13 @@ HANDLERS: dict[str, Callable[[_State, Any], None]] = {
         value and state.set("train", "neftune_alpha", value)
     ),
     "resume_from_checkpoint": _resume,
+    **{
+        key: lambda state, value, key=key: (
+            state.config.get("template") == "llava"
+            or state.notes.append((key, f"{value!r}: no effect without an image model"))
+        )
+        for key in IMAGE_KEYS
+    },
     "bf16": lambda state, value: _precision(state, "bf16", value),
     "fp16": lambda state, value: _precision(state, "fp16", value),
     "pure_bf16": lambda state, value: _precision(state, "pure_bf16", value),
@@ -647,7 +672,11 @@ def _check_method_keys(state: _State) -> None:
     kind = state.spec.get("adapter", {}).get("kind")
     owners = {"lora": ("lora_", "use_dora", "use_rslora"), "freeze": ("freeze_",)}
     for method, prefixes in owners.items():
-        stray = [k for k in state.config if str(k).startswith(prefixes) and kind != method]
+        stray = [
+            k
+            for k in state.config
+            if str(k).startswith(prefixes) and kind != method and k not in IMAGE_KEYS
+        ]
         for key in stray:
             state.refused.append((key, f"a {method} option, but finetuning_type is {kind}"))
     for name in OPTIMIZER_KEYS:

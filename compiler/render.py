@@ -154,12 +154,16 @@ def normalized_spec(plan: Plan) -> bytes:
         del data["tracking"]
     else:
         data["tracking"] = plan.tracking.model_dump(mode="json")
+    if plan.multimodal:
+        data["export"]["ollama"] = False  # no Modelfile for an image model
     if isinstance(data["template"], dict):
         data["template"]["jinja"] = "chat_template.jinja"
     for dataset, resolved in zip(data["data"]["datasets"], plan.datasets, strict=True):
         if resolved.hub is None:
             folder = len(resolved.files) != 1 or not plan_is_file(dataset)
             dataset["path"] = f"data/{resolved.name}" if folder else resolved.files[0]
+        if resolved.media_dir is not None:
+            dataset["media_dir"] = resolved.media_dir
         dataset["name"] = resolved.name
     user_rewards = iter(plan.user_rewards)
     for reward in data["stage"].get("rewards", []):
@@ -227,13 +231,15 @@ def render_plan(plan: Plan, inputs: Mapping[str, bytes]) -> dict[str, bytes]:
         text = _render(blueprint, plan)
         files[path] = text.encode("utf-8")
     files["chat_template.jinja"] = plan.template.source.encode("utf-8")
-    if plan.generative and plan.spec.export.ollama:
+    if plan.writes_modelfile:
         text = modelfile(plan.template, EXPORT_DIR, plan.stop_token_strings)
         files["Modelfile"] = text.encode("utf-8")
     for dataset in plan.datasets:
         for source, target in zip(dataset.source_files, dataset.files, strict=True):
             if source not in inputs:
                 raise InputError(f"data file {source!r} was not read")
+            files[target] = inputs[source]
+        for source, target in zip(dataset.media_sources, dataset.media_files, strict=True):
             files[target] = inputs[source]
     for reward in plan.user_rewards:
         if reward["source"] not in inputs:

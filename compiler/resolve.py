@@ -43,6 +43,10 @@ READERS = {
     ".arrow": "table",
 }
 TABULAR_BUILDERS = {".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
+# Media columns of a dataset; left out of data.py's DATASETS when unset.
+MEDIA_COLUMNS = ("images", "videos", "audios")
+# Image files a dataset's media_dir may hold (copied into the project).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 
 # What data.py makes for each stage (its docstring).
 _PRODUCTS = {
@@ -82,6 +86,13 @@ class DatasetPlan:
     files: tuple[str, ...]  # their paths inside the project
     hub: dict[str, Any] | None
     options: dict[str, Any]  # max_samples, num_samples, placeholders (only those set)
+    media_sources: tuple[str, ...] = ()  # spec-relative paths of the media_dir's images
+    media_files: tuple[str, ...] = ()  # their paths inside the project
+
+    @property
+    def media_dir(self) -> str | None:
+        """The project folder the image paths of the rows are relative to."""
+        return f"data/{self.name}-media" if self.media_sources else None
 
     @property
     def label(self) -> str:
@@ -105,6 +116,8 @@ class DatasetPlan:
         else:
             entry["files"] = list(self.files)
         entry["columns"] = self.columns
+        if self.media_dir is not None:
+            entry["media_dir"] = self.media_dir
         entry.update(self.options)
         return entry
 
@@ -162,6 +175,21 @@ class Plan:
         if not isinstance(distributed, DeepspeedDistributed):
             raise AssertionError("only a deepspeed spec has a DeepSpeed config")
         return deepspeed_config(distributed)
+
+    @property
+    def multimodal(self) -> bool:
+        """An image-text model: data.py, train.py and export.py use its processor."""
+        return self.spec.model.multimodal is not None
+
+    @property
+    def writes_modelfile(self) -> bool:
+        """An Ollama Modelfile: for chat models, unless turned off; never for an image model."""
+        return self.generative and self.spec.export.ollama and not self.multimodal
+
+    @property
+    def has_images(self) -> bool:
+        """A dataset has an images column (rows carry images)."""
+        return any(d.media_dir is not None for d in self.datasets)
 
     @property
     def stage(self) -> str:
@@ -324,6 +352,10 @@ class Plan:
         stage = self.stage
         if stage in ("pt", "ppo"):
             return [("input_ids", "ids")]
+        if stage == "sft" and self.multimodal:
+            # image_files: the row's images for train.py's collator (not "images": TRL would
+            # take the rows for raw vision data and process them again).
+            return [("input_ids", "ids"), ("labels", "ids"), ("image_files", "paths")]
         if stage == "sft":
             return [("input_ids", "ids"), ("labels", "ids")]
         if stage == "rm":
@@ -339,7 +371,12 @@ class Plan:
     @property
     def arrow_schema(self) -> str:
         """The `pa.schema([...])` expression of data.py's output (explicit: no type inference)."""
-        types = {"ids": "ids", "bool": "pa.bool_()", "text": "pa.string()"}
+        types = {
+            "ids": "ids",
+            "bool": "pa.bool_()",
+            "text": "pa.string()",
+            "paths": "pa.list_(pa.string())",
+        }
         fields = [f'("{name}", {types[kind]})' for name, kind in self.output_columns]
         flat = "pa.schema([" + ", ".join(fields) + "])"
         if len("    schema = ") + len(flat) <= 88:
@@ -421,6 +458,15 @@ def _config(spec: Spec) -> dict[str, dict[str, Any]]:
                     "bnb_4bit_compute_dtype": quant.compute_dtype,
                 }
             )
+    if model.multimodal is not None:
+        groups["model"].update(
+            {
+                "image_max_pixels": model.multimodal.image_max_pixels,
+                "image_min_pixels": model.multimodal.image_min_pixels,
+                "freeze_vision_tower": model.multimodal.freeze_vision_tower,
+                "freeze_projector": model.multimodal.freeze_projector,
+            }
+        )
     if model.rope_scaling is not None:
         groups["model"]["rope_scaling_type"] = model.rope_scaling.type
         groups["model"]["rope_scaling_factor"] = model.rope_scaling.factor
@@ -525,6 +571,9 @@ def _stage_training(spec: Spec) -> dict[str, Any]:
     if stage.kind == "sft" and spec.data.packing:
         # Best-fit decreasing packing; position ids restart per example (no cross attention).
         return {"max_length": cutoff, "packing": True, "packing_strategy": "bfd"}
+    if stage.kind == "sft" and spec.model.multimodal is not None:
+        # The rows keep their image files for train.py's collator: no column is dropped.
+        return {"max_length": None, "remove_unused_columns": False}
     if stage.kind in ("sft", "pt"):
         return {"max_length": None}  # data.py already cut every example to cutoff_len
     if stage.kind == "rm":
@@ -589,7 +638,11 @@ def _dataset_plan(
     }
     if max_samples and not ({"max_samples", "num_samples"} & set(options)):
         options["max_samples"] = max_samples  # data.max_samples: the default of every dataset
-    columns = dataset.columns.model_dump()
+    columns = {
+        key: value
+        for key, value in dataset.columns.model_dump().items()
+        if not (key in MEDIA_COLUMNS and value is None)
+    }
     if dataset.hub is not None:
         hub = {
             "hub": dataset.hub,
@@ -606,7 +659,26 @@ def _dataset_plan(
         prefix = dataset.path.rstrip("/") + "/"
         sources = tuple(sorted(p for p in input_paths if p.startswith(prefix)))
         files = tuple(f"data/{name}/{p[len(prefix) :]}" for p in sources)
-    return DatasetPlan(name, dataset.format, dataset.shape, columns, sources, files, None, options)
+    media_sources: tuple[str, ...] = ()
+    media_files: tuple[str, ...] = ()
+    if dataset.media_dir is not None:
+        media = dataset.media_dir.rstrip("/") + "/"
+        media = "" if media == "./" else media
+        images = [p for p in input_paths if p.lower().endswith(IMAGE_SUFFIXES)]
+        media_sources = tuple(sorted(p for p in images if p.startswith(media)))
+        media_files = tuple(f"data/{name}-media/{p[len(media) :]}" for p in media_sources)
+    return DatasetPlan(
+        name,
+        dataset.format,
+        dataset.shape,
+        columns,
+        sources,
+        files,
+        None,
+        options,
+        media_sources,
+        media_files,
+    )
 
 
 def resolve(
@@ -651,6 +723,8 @@ def _extras(spec: Spec) -> tuple[str, ...]:
         extras.append("deepspeed")
     if spec.train.optimizer.kind != "adamw":
         extras.append(spec.train.optimizer.kind)  # galore, apollo or badam
+    if spec.model.multimodal is not None:
+        extras.append("pillow")  # data.py and train.py open the images
     return tuple(extras)
 
 

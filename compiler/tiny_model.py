@@ -1,15 +1,18 @@
 """`lfc tiny-model DIR`: a tiny random-weight Llama model with a byte-level BPE tokenizer.
 
 Built locally and deterministically in seconds, so examples and tests run where no model hub
-is reachable. Its vocabulary holds the special tokens of every registry template; `template`
-picks the bos/eos that family's tokenizer has. Needs the optional stack
-(`pip install 'lfc[tiny]'`); imported only by that command.
+is reachable. Its vocabulary holds the special tokens of every text registry template;
+`template` picks the bos/eos that family's tokenizer has. `architecture="llava"` builds a
+LLaVA image-text model instead (CLIP vision tower, projector, the Llama as language model)
+with its processor (a PIL CLIP image processor, no torchvision) and the `llava` template.
+Needs the optional stack (`pip install 'lfc[tiny]'`); imported only by that command.
 """
 
 from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Literal
 
 from lfc.chat_templates import get_template, template_names
 
@@ -17,11 +20,21 @@ BASE_TOKENS = ("<|begin_of_text|>", "<|end_of_text|>", "<|pad|>")
 DEFAULT_BOS, DEFAULT_EOS, PAD = BASE_TOKENS
 
 
-def special_tokens() -> list[str]:
-    """The base tokens, then every token any registry template writes (sorted, stable)."""
+Architecture = Literal["llama", "llava"]
+# The image model's image: 28x28 pixels, 14x14 patches, so 4 image tokens per image.
+IMAGE_SIZE, PATCH_SIZE = 28, 14
+
+
+def special_tokens(architecture: Architecture = "llama") -> list[str]:
+    """The base tokens, then every token the architecture's templates write (sorted, stable).
+
+    Image templates (and their image tokens) belong to the image architectures only.
+    """
     found: set[str] = set()
     for name in template_names():
         entry = get_template(name)
+        if (entry.image_token is not None) != (architecture != "llama"):
+            continue
         found.update(entry.special_tokens, entry.stop_tokens)
         found.update(t for t in (entry.bos_token, entry.eos_token) if t)
     return [*BASE_TOKENS, *sorted(found - set(BASE_TOKENS))]
@@ -61,8 +74,11 @@ def build_tiny_model(
     layers: int = 2,
     seed: int = 0,
     template: str | None = None,
+    architecture: Architecture = "llama",
 ) -> Path:
-    """Write a tokenizer and a random Llama model into `out`; returns `out`."""
+    """Write a tokenizer and a random Llama (or LLaVA) model into `out`; returns `out`."""
+    if architecture == "llava":
+        template = template or "llava"
     entry = get_template(template) if template else None
     bos = (entry and entry.bos_token) or DEFAULT_BOS
     eos = (entry and entry.eos_token) or DEFAULT_EOS
@@ -81,7 +97,7 @@ def build_tiny_model(
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=special_tokens(),
+        special_tokens=special_tokens(architecture),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -108,8 +124,52 @@ def build_tiny_model(
         pad_token_id=fast.pad_token_id,
         tie_word_embeddings=False,
     )
-    model = LlamaForCausalLM(config)
     out.mkdir(parents=True, exist_ok=True)
+    if architecture == "llava":
+        _save_llava(out, config, fast, get_template(template).source)
+        return out
+    model = LlamaForCausalLM(config)
     model.save_pretrained(out)
     fast.save_pretrained(out)
     return out
+
+
+def _save_llava(out: Path, text_config, tokenizer, chat_template: str) -> None:
+    """A LLaVA model around the Llama `text_config`, and its processor, saved in `out`."""
+    from transformers import (
+        CLIPVisionConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    vision = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        projection_dim=32,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text_config,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default",  # patch features, the CLS one dropped
+        vision_feature_layer=-1,
+    )
+    LlavaForConditionalGeneration(config).save_pretrained(out)
+    images = CLIPImageProcessorPil(
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    )
+    processor = LlavaProcessor(
+        image_processor=images,
+        tokenizer=tokenizer,
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # the CLS token the vision tower adds
+        chat_template=chat_template,
+    )
+    processor.save_pretrained(out)

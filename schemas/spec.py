@@ -122,6 +122,43 @@ class RopeScalingSpec(Section):
     )
 
 
+class MultimodalSpec(Section):
+    plugin: Literal["llava", "qwen2_vl"] = Field(
+        description="The model family's image plugin: how images become tokens. `llava` "
+        "(LLaVA-1.5 style: CLIP vision tower, projector, `<image>` expanded to one token per "
+        "patch). `qwen2_vl` is recognised but not supported yet (see the README)."
+    )
+    image_max_pixels: int = Field(
+        default=768 * 768,
+        gt=0,
+        le=2**26,
+        description="Images larger than this many pixels are scaled down (aspect kept) before "
+        "the image processor sees them (LLaMA-Factory's image_max_pixels).",
+    )
+    image_min_pixels: int = Field(
+        default=32 * 32,
+        gt=0,
+        le=2**26,
+        description="Images smaller than this many pixels are scaled up (aspect kept) first.",
+    )
+    freeze_vision_tower: bool = Field(
+        default=True,
+        description="Keep the vision encoder's weights as they are (no LoRA on it either).",
+    )
+    freeze_projector: bool = Field(
+        default=True,
+        description="Keep the projector (vision features to the language model) as it is. "
+        "Off: it trains fully (with LoRA it is saved beside the adapter, modules_to_save).",
+    )
+
+    @model_validator(mode="after")
+    def _pixels(self) -> MultimodalSpec:
+        if self.image_min_pixels > self.image_max_pixels:
+            message = "image_min_pixels is larger than image_max_pixels"
+            raise RuleError(("image_min_pixels",), message)
+        return self
+
+
 class ModelSpec(Section):
     name_or_path: str = Field(
         min_length=1,
@@ -176,6 +213,11 @@ class ModelSpec(Section):
         default="transformers",
         description="Library that loads the model and adds the adapters: transformers + peft, "
         "or Unsloth's FastLanguageModel (not available: see the README's methods table).",
+    )
+    multimodal: MultimodalSpec | None = Field(
+        default=None,
+        description="An image-text model: its image plugin, image sizes and what of the "
+        "vision side trains. None: a text-only model.",
     )
 
 
@@ -667,6 +709,17 @@ class SharegptColumns(Section):
         default=None,
         description="Column of a boolean KTO label (true: desirable answer). Set it for `kto`.",
     )
+    images: str | None = Field(
+        default=None,
+        description="Column of a row's image files (a list, paths relative to the dataset's "
+        "media_dir); each `<image>` in the turns takes the next one. Needs model.multimodal.",
+    )
+    videos: str | None = Field(
+        default=None, description="Column of a row's video files: not supported yet."
+    )
+    audios: str | None = Field(
+        default=None, description="Column of a row's audio files: not supported yet."
+    )
 
 
 class OpenaiColumns(Section):
@@ -683,6 +736,17 @@ class OpenaiColumns(Section):
     kto_tag: str | None = Field(
         default=None,
         description="Column of a boolean KTO label (true: desirable answer). Set it for `kto`.",
+    )
+    images: str | None = Field(
+        default=None,
+        description="Column of a row's image files (a list, paths relative to the dataset's "
+        "media_dir); each `<image>` in the turns takes the next one. Needs model.multimodal.",
+    )
+    videos: str | None = Field(
+        default=None, description="Column of a row's video files: not supported yet."
+    )
+    audios: str | None = Field(
+        default=None, description="Column of a row's audio files: not supported yet."
     )
 
 
@@ -739,6 +803,12 @@ class _DatasetBase(Section):
         description="Replace `{{key}}` by its value in every text of this dataset, e.g. "
         "`{name: Lfc, author: You}` for LLaMA-Factory's identity.json.",
     )
+    media_dir: str | None = Field(
+        default=None,
+        description="With an `images` column: the folder the image paths are relative to "
+        "(relative to the spec). Its image files (.jpg, .jpeg, .png, .webp, .bmp, .gif) are "
+        "copied into the project beside the dataset.",
+    )
 
     @field_validator("path")
     @classmethod
@@ -761,6 +831,11 @@ class _DatasetBase(Section):
                 "use 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit"
             )
         return value
+
+    @field_validator("media_dir")
+    @classmethod
+    def _media_folder(cls, value: str | None) -> str | None:
+        return None if value is None else _relative_path(value, "media_dir")
 
     @field_validator("placeholders")
     @classmethod
@@ -788,7 +863,36 @@ class _DatasetBase(Section):
             raise RuleError(("num_samples",), message)
         if self.path is not None and self.path.endswith(".txt") and self.format != "text":
             raise RuleError(("format",), ".txt files hold plain text: use `format: text`")
+        self._media_rules()
         return self
+
+    def _media_rules(self) -> None:
+        for kind in ("videos", "audios"):
+            if getattr(self.columns, kind, None) is not None:
+                raise RuleError(
+                    ("columns", kind),
+                    f"not supported yet: {kind} columns (the llava plugin reads images only; "
+                    "Qwen2-VL's video processor needs torchvision, which does not run beside "
+                    "the pinned CPU torch)",
+                )
+        images = getattr(self.columns, "images", None)
+        if images is None:
+            if self.media_dir is not None:
+                message = "media_dir holds the images of an `images` column: set columns.images"
+                raise RuleError(("media_dir",), message)
+            return
+        if self.hub is not None:
+            raise RuleError(
+                ("columns", "images"),
+                "not supported yet: images of a hub dataset (give a local file and media_dir)",
+            )
+        if self.ranking or getattr(self.columns, "kto_tag", None):
+            raise RuleError(("columns", "images"), "not supported yet: images in preference data")
+        if self.media_dir is None:
+            raise RuleError(
+                ("columns", "images"),
+                "an `images` column needs `media_dir`: the folder its paths are relative to",
+            )
 
     @property
     def resolved_name(self) -> str:
@@ -1436,6 +1540,13 @@ class ServeSpec(Section):
     gpu_memory_utilization: float = Field(
         default=0.9, gt=0, le=1, description="vLLM: fraction of GPU memory it may take."
     )
+    max_images_per_prompt: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="vLLM, image models only: most images one request may hold "
+        "(--limit-mm-per-prompt).",
+    )
 
     @field_validator("host")
     @classmethod
@@ -1628,12 +1739,56 @@ class Spec(Section):
             )
         self._method_rules()
         self._tracking_rules()
+        self._multimodal_rules()
         if self.data.packing and self.stage.kind != "sft":
             raise RuleError(
                 ("data", "packing"),
                 "data.packing applies to stage sft (pt always packs into blocks); remove it",
             )
         return self
+
+    def _multimodal_rules(self) -> None:
+        """An image model: what is supported with it, each refusal at its key."""
+        multimodal = self.model.multimodal
+        if multimodal is None:
+            for index, dataset in enumerate(self.data.datasets):
+                if getattr(getattr(dataset, "columns", None), "images", None) is not None:
+                    raise RuleError(
+                        ("data", "datasets", index, "columns", "images"),
+                        "an images column needs an image model: set model.multimodal",
+                    )
+            return
+        if multimodal.plugin == "qwen2_vl":
+            raise RuleError(
+                ("model", "multimodal", "plugin"),
+                "not supported yet: qwen2_vl (transformers 5.24 builds Qwen2VLProcessor only "
+                "with its video processor, which needs torchvision; torchvision does not run "
+                "beside the pinned CPU torch 2.13.0)",
+            )
+        if self.template != multimodal.plugin:
+            raise RuleError(
+                ("template",),
+                f"the {multimodal.plugin} plugin renders images with the `{multimodal.plugin}` "
+                f"template (its image token); got {self.template!r}",
+            )
+        refused: list[tuple[tuple[str, ...], bool, str]] = [
+            (("stage",), self.stage.kind != "sft", f"stage {self.stage.kind}"),
+            (("adapter", "kind"), self.adapter.kind == "freeze", "adapter freeze"),
+            (("model", "quantization"), self.model.quantization is not None, "quantization"),
+            (("model", "rope_scaling"), self.model.rope_scaling is not None, "rope_scaling"),
+            (("data", "packing"), self.data.packing, "data.packing"),
+            (("distributed",), self.distributed.kind != "single", "distributed training"),
+            (("serve", "lora_adapter"), self.serve.lora_adapter, "serve.lora_adapter"),
+            (("export", "quantization"), self.export.quantization != "none", "quantized export"),
+            (
+                ("export", "ollama"),
+                "ollama" in self.export.model_fields_set and self.export.ollama,
+                "an Ollama Modelfile",
+            ),
+        ]
+        for at, broken, what in refused:
+            if broken:
+                raise RuleError(at, f"not supported yet: {what} with an image model")
 
     def _method_rules(self) -> None:
         """Fine-tuning methods that cannot be combined, each refused at its key."""

@@ -101,6 +101,18 @@ COMBINATIONS: tuple[tuple[str, str, str], ...] = (
     ("Methods", "pre-quantized base with PiSSA/OLoRA/LoftQ init", "291-prequantized-pissa.yaml"),
     ("Methods", "pre-quantized base with stage ppo", "287-prequantized-ppo.yaml"),
     ("Methods", "pre-quantized base with export.quantization", "292-prequantized-export-bnb.yaml"),
+    ("Image models", "plugin qwen2_vl (needs torchvision)", "240-multimodal-qwen2vl.yaml"),
+    ("Image models", "a videos column", "241-multimodal-videos-column.yaml"),
+    ("Image models", "an audios column", "242-multimodal-audios-column.yaml"),
+    ("Image models", "an images column on a text model", "243-images-without-multimodal.yaml"),
+    ("Image models", "an images column without media_dir", "244-images-without-media-dir.yaml"),
+    ("Image models", "another template than the plugin's", "245-multimodal-template-mismatch.yaml"),
+    ("Image models", "adapter freeze", "246-multimodal-freeze-adapter.yaml"),
+    ("Image models", "data.packing", "247-multimodal-packing.yaml"),
+    ("Image models", "more than one process", "248-multimodal-ddp.yaml"),
+    ("Image models", "an Ollama Modelfile", "249-multimodal-ollama.yaml"),
+    ("Image models", "stages other than sft", "254-multimodal-dpo.yaml"),
+    ("Image models", "a quantized base model", "255-multimodal-quantization.yaml"),
 )
 
 

@@ -8,6 +8,7 @@ table and the key mapping; this test regenerates both and fails when the doc is 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -159,8 +160,11 @@ def _doc(rows: list[str]) -> str:
         "| --- | --- | --- |",
         *templates,
         "",
-        "Multimodal templates (qwen2_vl, qwen3_vl, moss_vl, ...) are refused until multimodal "
-        "training lands; other names are refused with the list above.",
+        "`llava` maps to lfc's llava template with `model.multimodal: {plugin: llava}` (and "
+        "image_max_pixels, image_min_pixels, freeze_vision_tower, freeze_multi_modal_projector "
+        "onto it); the other multimodal templates (qwen2_vl, qwen3_vl, moss_vl, ...) are "
+        "refused: Qwen2-VL's processor needs torchvision, which does not run beside the pinned "
+        "CPU torch. Other names are refused with the list above.",
         "",
         "## Keys without effect in an lfc project (kept as notes)",
         "",
@@ -192,6 +196,31 @@ def _doc(rows: list[str]) -> str:
 
 def _spec(config: dict) -> dict:
     return import_llamafactory(config).spec
+
+
+def test_llava_image_keys_map_onto_model_multimodal() -> None:
+    image = {"template": "llava", "image_max_pixels": 262144, "freeze_multi_modal_projector": False}
+    spec = _spec({**MINIMAL, **image})
+    assert spec["template"] == "llava"
+    expected = {"plugin": "llava", "image_max_pixels": 262144, "freeze_projector": False}
+    assert spec["model"]["multimodal"] == expected
+    text = import_llamafactory({**MINIMAL, "template": "qwen", "image_max_pixels": 4096})
+    assert "multimodal" not in text.spec["model"]
+    assert ("image_max_pixels", "4096: no effect without an image model") in text.notes
+    with pytest.raises(SpecError, match="video_fps: not supported yet: video"):
+        import_llamafactory({**MINIMAL, "template": "llava", "video_fps": 2.0})
+
+
+def test_registry_images_column_reads_media_from_the_registry_folder() -> None:
+    from lfc.registry import RegistryError, translate_entry
+
+    registry = json.loads((EXAMPLES / "data/llamafactory/dataset_info.json").read_text())
+    dataset = translate_entry("mllm_demo", registry["mllm_demo"], "lf", "sft")
+    assert dataset["columns"]["images"] == "images"
+    assert dataset["media_dir"] == "lf"
+    assert dataset["path"] == "lf/mllm_demo.json"
+    with pytest.raises(RegistryError, match=r"columns \['videos'\] are not supported yet"):
+        translate_entry("mllm_video_demo", registry["mllm_video_demo"], "lf", "sft")
 
 
 def test_llamafactory_defaults_are_written_when_absent() -> None:

@@ -58,6 +58,11 @@ def _flags(script: str) -> list[str]:
 VARIANTS = {
     "merged": {},
     "adapter": {"serve": {"lora_adapter": True, "max_model_len": 2048}},
+    "multimodal": {
+        "model": {"name_or_path": "org/llava", "multimodal": {"plugin": "llava"}},
+        "template": "llava",
+        "serve": {"max_images_per_prompt": 3},
+    },
     "remote-code": {
         "model": {"name_or_path": "org/model", "trust_remote_code": True, "revision": "v1"},
         "serve": {"lora_adapter": True, "tensor_parallel_size": 4},
@@ -80,8 +85,10 @@ def test_every_generated_vllm_flag_exists_in_vllm_0_33(variant: str, tmp_path: P
             following = argv[index + 1]
             takes_value = not (following.startswith("--") or following == "$@")
             assert takes_value == (kinds[word] == "value"), (word, following)
-    if variant != "merged":
+    if variant in ("adapter", "remote-code"):
         assert {"--enable-lora", "--lora-modules", "--max-lora-rank"} <= set(flags)
+    images = argv[argv.index("--limit-mm-per-prompt") + 1] if variant == "multimodal" else None
+    assert images == ('{"image": 3}' if variant == "multimodal" else None)
 
 
 def test_the_flag_fixture_is_real() -> None:
