@@ -206,22 +206,37 @@ def test_freeze_trains_only_the_named_modules_of_the_last_layers(
     assert changed == mlp
 
 
-def test_neftune_noises_the_embeddings_while_training(tmp_path: Path, tiny_model: Path) -> None:
-    """Same seed and data: only NEFTune's noise can make the first loss differ."""
+def test_neftune_noise_changes_the_loss_and_eager_checkpointed_training_does_not(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """Same seed and data for three runs of two steps.
+
+    NEFTune's noise must make the first loss differ. Eager attention with gradient
+    (activation) checkpointing computes the same function and the same gradients as sdpa
+    without it, so both losses, the second one after an optimizer step, must match the plain
+    run's; a checkpointed LoRA run that lost its gradients would not move between steps.
+    """
+    variants = {
+        "plain": ({}, {}),
+        "neftune": ({}, {"neftune_alpha": 5.0}),
+        "eager-checkpointed": ({"attn_implementation": "eager"}, {"gradient_checkpointing": True}),
+    }
     losses = {}
-    for name, alpha in (("plain", None), ("neftune", 5.0)):
-        train = {"neftune_alpha": alpha} if alpha else {}
+    for name, (model, train) in variants.items():
         (tmp_path / name).mkdir()
-        project = _project(tmp_path / name, tiny_model, {"train": train})
-        if alpha:
-            config = yaml.safe_load((project / "config.yaml").read_text())
-            assert config["neftune_noise_alpha"] == 5.0
-        _train(project, "--max_steps", "1", "--save_steps", "1")
+        project = _project(tmp_path / name, tiny_model, {"model": model, "train": train})
+        config = yaml.safe_load((project / "config.yaml").read_text())
+        assert config.get("neftune_noise_alpha") == train.get("neftune_alpha")
+        assert config["activation_checkpointing"] is bool(train.get("gradient_checkpointing"))
+        assert config["attn_implementation"] == model.get("attn_implementation", "sdpa")
+        _train(project, "--max_steps", "2", "--save_steps", "2")
         state = json.loads(
-            (project / "outputs" / "checkpoint-1" / "trainer_state.json").read_text()
+            (project / "outputs" / "checkpoint-2" / "trainer_state.json").read_text()
         )
-        losses[name] = [e["loss"] for e in state["log_history"] if "loss" in e][0]
-    assert losses["plain"] != losses["neftune"]
+        losses[name] = [e["loss"] for e in state["log_history"] if "loss" in e]
+    assert losses["plain"][0] != losses["neftune"][0]
+    assert losses["eager-checkpointed"] == pytest.approx(losses["plain"], rel=1e-4)
+    assert losses["plain"][1] != losses["plain"][0]
 
 
 @pytest.mark.parametrize("bits", [4, 8])
