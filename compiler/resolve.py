@@ -16,6 +16,7 @@ from lfc.errors import InputError
 from lfc.pins import PinSet, ServingPins, serving_pins, training_pins
 from lfc.python_literals import py_pretty
 from lfc.schemas.spec import (
+    CONVERTED_INITS,
     NAMED_TRACKERS,
     STAGE_SHAPES,
     ApolloOptimizer,
@@ -217,8 +218,14 @@ class Plan:
 
     @property
     def converts_adapter(self) -> bool:
-        """PiSSA / OLoRA: the trained adapter is rewritten as plain LoRA on the original base."""
-        return getattr(self.spec.adapter, "init", "default") in ("pissa", "olora")
+        """PiSSA / OLoRA / LoftQ: the trained adapter is rewritten as plain LoRA on the original
+        base (their adapters do not start at zero)."""
+        return getattr(self.spec.adapter, "init", "default") in CONVERTED_INITS
+
+    @property
+    def loftq(self) -> bool:
+        """LoftQ: train.py fits the LoRA pairs to the 4-bit error of the QLoRA base."""
+        return getattr(self.spec.adapter, "init", "default") == "loftq"
 
     @property
     def stage_shape(self) -> str:
@@ -418,7 +425,7 @@ def _config(spec: Spec) -> dict[str, dict[str, Any]]:
         for flag in ("dora", "rslora"):  # only what the spec turned on
             if getattr(adapter, flag):
                 lora[f"lora_use_{flag}"] = True
-        if adapter.init != "default":
+        if adapter.init not in ("default", "loftq"):  # loftq is a step in train.py
             lora["lora_init"] = adapter.init
         if adapter.pissa_niter is not None:
             lora["lora_pissa_niter"] = adapter.pissa_niter

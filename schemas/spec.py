@@ -7,6 +7,7 @@ to change.
 
 from __future__ import annotations
 
+import math
 import re
 import typing
 from typing import Annotated, Any, Literal
@@ -22,6 +23,8 @@ from pydantic import (
 )
 
 SPEC_VERSION = 1
+# Inits whose adapter does not start at zero: train.py rewrites it as plain LoRA on the base.
+CONVERTED_INITS = ("pissa", "olora", "loftq")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -311,22 +314,13 @@ class LoraAdapter(Section):
         description="How the adapters start. default: A random, B zero (the update starts at "
         "0); gaussian: A from a Gaussian; pissa: A and B from the top singular vectors of each "
         "weight, the rest stays in the base (PiSSA); olora: from a QR decomposition (OLoRA); "
-        "loftq: the base weights are quantized and A, B start from the SVD of the "
-        "quantization error (LoftQ; peft runs it on a CUDA GPU; not generated yet: refused "
-        "with the reason). "
-        "pissa and olora change the base weights while training, so train.py rewrites the "
+        "loftq (QLoRA: model.quantization bits 4, pins.target cuda13.0, and alpha = rank, "
+        "or sqrt(rank) with rslora, so the LoRA scale is 1): "
+        "after the adapters are added, peft's replace_lora_weights_loftq sets B x A to the "
+        "best rank-r fit of (full-precision weight - its 4-bit copy), read from the model's "
+        "safetensors, so the quantized base + adapter starts close to the original model. "
+        "pissa, olora and loftq start from a non-zero adapter, so train.py rewrites the "
         "final adapter as plain LoRA on the original base (rank 2 x rank).",
-    )
-    loftq_bits: Literal[4, 8] | None = Field(
-        default=None,
-        description="init loftq only: bits of the quantized base weights LoftQ fits the "
-        "adapters to (peft's default: 4).",
-    )
-    loftq_iter: int | None = Field(
-        default=None,
-        ge=1,
-        le=64,
-        description="init loftq only: alternating quantize / SVD steps (peft's default: 1).",
     )
     pissa_niter: int | None = Field(
         default=None,
@@ -372,22 +366,34 @@ class LoraAdapter(Section):
     def _init_options(self) -> LoraAdapter:
         if self.pissa_niter is not None and self.init != "pissa":
             raise RuleError(("pissa_niter",), "pissa_niter needs init: pissa")
-        for key in ("loftq_bits", "loftq_iter"):
-            if getattr(self, key) is not None and self.init != "loftq":
-                raise RuleError((key,), f"{key} needs init: loftq")
+        if self.init == "loftq" and self.dora:
+            raise RuleError(
+                ("dora",),
+                "DoRA's magnitudes are computed when the adapters are created (B = 0), before "
+                "LoftQ sets A and B, so the model would not start at quantized base + B x A: "
+                "choose init loftq or dora",
+            )
+        if self.init == "loftq" and self.scale != 1:
+            rule = "alpha / sqrt(rank)" if self.rslora else "alpha / rank"
+            raise RuleError(
+                ("alpha",),
+                f"LoftQ fits B x A to the quantization error, but the adapter adds "
+                f"{rule} x B x A (= {self.scale:g} here), which undoes the fit: set alpha "
+                f"to {self.unit_alpha:g}",
+            )
         if self.init in ("pissa", "olora") and self.dora:
             raise RuleError(
                 ("init",),
                 f"peft rewrites {self.init} adapters as plain LoRA only without DoRA: "
                 "choose init or dora",
             )
-        if self.init in ("pissa", "olora") and self.modules_to_save:
+        if self.init in CONVERTED_INITS and self.modules_to_save:
             raise RuleError(
                 ("modules_to_save",),
                 f"peft 0.21's rewrite of {self.init} adapters as plain LoRA drops the "
                 "modules_to_save weights: use init default with modules_to_save",
             )
-        if self.init in ("pissa", "olora") and self.bias != "none":
+        if self.init in CONVERTED_INITS and self.bias != "none":
             raise RuleError(
                 ("bias",),
                 f"peft's rewrite of {self.init} adapters as plain LoRA loads a second adapter, "
@@ -396,9 +402,19 @@ class LoraAdapter(Section):
         return self
 
     @property
+    def scale(self) -> float:
+        """The factor peft multiplies B x A by: alpha / rank, or alpha / sqrt(rank) (rsLoRA)."""
+        return self.alpha / (math.sqrt(self.rank) if self.rslora else self.rank)
+
+    @property
+    def unit_alpha(self) -> float:
+        """The alpha whose scale is 1 at this rank."""
+        return math.sqrt(self.rank) if self.rslora else float(self.rank)
+
+    @property
     def saved_rank(self) -> int:
-        """Rank of the adapter train.py saves: pissa/olora ones are rewritten at twice it."""
-        return 2 * self.rank if self.init in ("pissa", "olora") else self.rank
+        """Rank of the adapter train.py saves: pissa/olora/loftq ones are rewritten at twice it."""
+        return 2 * self.rank if self.init in CONVERTED_INITS else self.rank
 
 
 Adapter = Annotated[FullAdapter | FreezeAdapter | LoraAdapter, Field(discriminator="kind")]
@@ -1843,7 +1859,7 @@ class Spec(Section):
                     f"{adapter.init} initialises from the full-precision weights; it cannot "
                     "start from a quantized model: remove model.quantization or the init",
                 )
-            if adapter.init in ("pissa", "olora") and stage in ("ppo", "rm"):
+            if adapter.init in CONVERTED_INITS and stage in ("ppo", "rm"):
                 message = f"init {adapter.init} is for generative stages (not {stage})"
                 raise RuleError(("adapter", "init"), message)
         self._optimizer_rules()
@@ -1895,10 +1911,11 @@ class Spec(Section):
                     f"the base model is already {prequantized}-quantized: remove "
                     "model.quantization",
                 )
-            if adapter.init in ("pissa", "olora", "loftq"):
+            if adapter.init in CONVERTED_INITS:
                 raise RuleError(
                     ("adapter", "init"),
-                    f"init {adapter.init} rewrites the full-precision base weights; a "
+                    f"init {adapter.init} {'reads' if adapter.init == 'loftq' else 'rewrites'} "
+                    "the full-precision base weights; a "
                     f"{prequantized} model has none: use init default or gaussian",
                 )
             if stage == "ppo":
@@ -1912,23 +1929,7 @@ class Spec(Section):
                     "method), and export." + key + " works on the merged model: remove it",
                 )
         if isinstance(adapter, LoraAdapter) and adapter.init == "loftq":
-            if model.quantization is not None:
-                raise RuleError(
-                    ("model", "quantization"),
-                    "LoftQ quantizes the base weights itself (peft: do not pass a quantized "
-                    "model with loftq): remove model.quantization, or use init default",
-                )
-            if stage in ("ppo", "rm"):
-                message = f"init loftq is for generative stages (not {stage})"
-                raise RuleError(("adapter", "init"), message)
-        if isinstance(adapter, LoraAdapter) and adapter.init == "loftq":
-            raise RuleError(
-                ("adapter", "init"),
-                "init loftq (CUDA only) is not generated yet: peft 0.21 replaces the base "
-                "weights by their LoftQ-quantized copy and has no conversion of the adapter back "
-                "to the original base (as for pissa/olora), so chat.py and export.py would need "
-                "that base saved with the project; use init default",
-            )
+            self._loftq_rules()
         if prequantized is not None:
             raise RuleError(
                 ("model", "prequantized"),
@@ -1956,6 +1957,30 @@ class Spec(Section):
                         f"{reason}; pins.target cpu has none: set pins.target cuda13.0, or "
                         f"remove {'.'.join(at)}",
                     )
+
+    def _loftq_rules(self) -> None:
+        """What peft 0.21's replace_lora_weights_loftq needs: bitsandbytes 4-bit layers (QLoRA,
+        which image models do not have yet) and a CUDA device."""
+        quantization = self.model.quantization
+        if quantization is None:
+            raise RuleError(
+                ("adapter", "init"),
+                "init loftq fits the adapters to the 4-bit copy of each weight (QLoRA): add "
+                "model.quantization: {bits: 4}, or use init default",
+            )
+        if quantization.bits != 4:
+            raise RuleError(
+                ("model", "quantization", "bits"),
+                "peft's replace_lora_weights_loftq works on bitsandbytes 4-bit layers only: "
+                "set bits 4, or use init default",
+            )
+        if self.pins.target == "cpu":
+            raise RuleError(
+                ("adapter", "init"),
+                "peft 0.21's replace_lora_weights_loftq computes on a CUDA (or XPU) device "
+                "only (CPU torch fails: Torch not compiled with CUDA enabled): set "
+                "pins.target cuda13.0, or use init default",
+            )
 
     def _tracking_rules(self) -> None:
         """The tracking section needs a tracker that reads it; MLflow online needs a server."""

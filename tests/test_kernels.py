@@ -4,8 +4,9 @@ No GPU here. For the options that compile (flash_attention_2 and Liger on pins.t
 cuda13.0) these tests check the exact lines the project gets, that its pins are the recorded
 pip resolution, and that the generated code lints and compiles; `nox -s gpu`
 (tests/gpu/run_gpu_checks.py) trains them on a CUDA machine. The options refused at compile
-time are checked by the bad-spec corpus (cases 280-29x); here the reasons they give are checked
-against what they cite.
+time are checked by the bad-spec corpus (cases 280-29x, 310-319); here the reasons they give
+are checked against what they cite. LoftQ (adapter.init: loftq on a 4-bit QLoRA base) compiles
+for cuda13.0 only: peft computes it on CUDA.
 """
 
 from __future__ import annotations
@@ -130,22 +131,59 @@ def test_unsloth_refusal_cites_pins_above_its_bounds(package: str, bound: str) -
         Spec.model_validate(spec)
 
 
-@pytest.mark.parametrize(
-    ("section", "key"),
-    [
-        ({"adapter": {"kind": "lora", "init": "loftq"}}, "adapter.init"),
-        (
-            {"model": {"name_or_path": "../tiny-llama", "prequantized": "gptq"}},
-            "model.prequantized",
-        ),
-    ],
-    ids=["loftq", "gptq"],
-)
-def test_methods_not_generated_yet_are_refused_on_cuda_too(
-    section: dict, key: str, tmp_path: Path
-) -> None:
-    with pytest.raises(SpecError, match=re.escape(key) + ".*not generated yet"):
+def test_prequantized_bases_are_refused_on_cuda_too(tmp_path: Path) -> None:
+    section = {"model": {"name_or_path": "../tiny-llama", "prequantized": "gptq"}}
+    with pytest.raises(SpecError, match=re.escape("model.prequantized") + ".*not generated yet"):
         compile_file(write_variant(tmp_path, {**GPU, **section}))
+
+
+LOFTQ = {
+    "model": {"name_or_path": "../tiny-llama", "dtype": "bfloat16", "quantization": {"bits": 4}},
+    "adapter": {"kind": "lora", "rank": 8, "alpha": 8, "init": "loftq"},
+    "train": TRAIN,
+}
+
+
+def test_loftq_fits_the_adapters_once_they_exist_and_saves_them_for_the_original_base(
+    tmp_path: Path,
+) -> None:
+    """train.py runs peft's replace_lora_weights_loftq on the model the trainer wrapped, on the
+    base model's own safetensors, then saves that start so the trained adapter is rewritten
+    for the full-precision base that chat.py and export.py load."""
+    _, texts = _project(tmp_path, LOFTQ)
+    train, model = texts["train.py"], texts["model.py"]
+    order = ["SFTTrainer(", "fit_loftq(trainer.model, args.model)", "save_initial_adapter(trainer)"]
+    order += ["trainer.train(", "save_as_plain_lora(trainer, initial)"]
+    positions = [train.index(line) for line in order]
+    assert positions == sorted(positions)
+    assert "from peft import LoraConfig, PeftModel, replace_lora_weights_loftq\n" in model
+    assert "replace_lora_weights_loftq(model, model_path=source)" in model
+    assert "snapshot_download(\n            source, revision=args.model_revision" in model
+    # peft's other LoftQ path (init_lora_weights="loftq") would replace the base weights.
+    assert "init_lora_weights" not in model and "lora_init" not in texts["config.yaml"]
+    assert "bnb_4bit_quant_type" in model  # the adapters sit on bitsandbytes 4-bit layers
+    (tmp_path / "plain").mkdir()
+    plain = _project(tmp_path / "plain", {**LOFTQ, "adapter": {"kind": "lora"}})[1]
+    assert "loftq" not in plain["model.py"] + plain["train.py"]
+    assert "initial_adapter" not in plain["model.py"]
+
+
+def test_loftq_refusal_on_cpu_is_what_peft_does_there(tiny_model: Path, tmp_path: Path) -> None:
+    """pins.target cpu refuses init loftq because peft's LoftQ computes on CUDA: the real call
+    on a 4-bit tiny model fails here (if peft learns CPU, this fails and the rule can go)."""
+    import torch
+    from peft import LoraConfig, get_peft_model, replace_lora_weights_loftq
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(
+        tiny_model, quantization_config=quantization, device_map="cpu"
+    )
+    model = get_peft_model(base, LoraConfig(r=8, lora_alpha=8, target_modules="all-linear"))
+    with pytest.raises(AssertionError, match="Torch not compiled with CUDA enabled"):
+        replace_lora_weights_loftq(model, model_path=str(tiny_model))
+    with pytest.raises(SpecError, match=r"adapter\.init: .*CUDA \(or XPU\) device only"):
+        compile_file(write_variant(tmp_path, {**LOFTQ, "pins": {"target": "cpu"}}))
 
 
 def test_gpu_checks_skip_cleanly_without_a_gpu(tmp_path: Path) -> None:
