@@ -6,12 +6,15 @@ CUDA 13.0 and Python 3.12 (the cuda13.0 pin set). Without a GPU it says so and e
 Each check compiles examples/quickstart.yaml with `pins.target: cuda13.0`, its option and
 `train.max_steps: 2` (DeepSpeed ZeRO-2 with one process), installs the project's own requirements.txt into one shared venv
 (the pins are the same set, so later checks only add their extras), runs data.py and
-train.py through accelerate, and checks the adapter was saved. The options lfc refuses at
-compile time (Unsloth, LoftQ, pre-quantized GPTQ/AWQ) are checked to be refused.
+train.py through accelerate, and checks the adapter was saved. The LoftQ check first runs
+loftq_start.py in its project (LoftQ's start beats the 4-bit base alone) and then checks that
+the saved adapter was rewritten for the full-precision base (twice the rank). The options lfc
+refuses at compile time (Unsloth, pre-quantized GPTQ/AWQ) are checked to be refused.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -35,6 +38,10 @@ TRAINED: dict[str, dict] = {
     "liger-kernel": {"model": BF16, "train": {**TRAIN, "liger_kernel": True}},
     "qlora-4bit": {"model": {**BF16, "quantization": {"bits": 4}}},
     "qlora-8bit": {"model": {**BF16, "quantization": {"bits": 8}}},
+    "loftq-qlora-4bit": {
+        "model": {**BF16, "quantization": {"bits": 4}},
+        "adapter": {"kind": "lora", "rank": 8, "alpha": 8, "init": "loftq"},
+    },
     "deepspeed-zero2": {
         "model": BF16,
         "distributed": {"kind": "deepspeed", "zero_stage": 2, "num_processes": 1},
@@ -43,7 +50,6 @@ TRAINED: dict[str, dict] = {
 # name -> (spec sections, the key lfc must refuse).
 REFUSED: dict[str, tuple[dict, str]] = {
     "unsloth": ({"model": {**BF16, "loader": "unsloth"}}, "model.loader"),
-    "loftq": ({"model": BF16, "adapter": {"kind": "lora", "init": "loftq"}}, "adapter.init"),
     "gptq": ({"model": {**BF16, "prequantized": "gptq"}}, "model.prequantized"),
 }
 
@@ -58,11 +64,11 @@ def _gpu() -> str | None:
     return listed if result.returncode == 0 and listed.startswith("GPU") else None
 
 
-def _run(cmd: list[str], cwd: Path, log: Path) -> None:
+def _run(cmd: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None) -> None:
     with log.open("a") as out:
         out.write(f"$ {' '.join(cmd)}\n")
         out.flush()
-        result = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        result = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env)
     if result.returncode:
         tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
         raise RuntimeError(f"{' '.join(cmd)} failed ({result.returncode}):\n{tail}")
@@ -97,12 +103,23 @@ def _train(name: str, sections: dict, work: Path, venv: Path) -> str:
     else:
         _run([python, "-m", "pip", "install", "-r", requirements], work, log)
     _run([python, "data.py"], project, log)
+    loftq = sections.get("adapter", {}).get("init") == "loftq"
+    if loftq:  # the project's own model.py and config.py, imported from its folder
+        start = str(Path(__file__).with_name("loftq_start.py"))
+        _run([python, start], project, log, env={**os.environ, "PYTHONPATH": str(project)})
     kind = sections.get("distributed", {}).get("kind", "single")
     launch = [python, "-m", "accelerate.commands.launch", "--config_file"]
     _run([*launch, f"accelerate/{kind}.yaml", "train.py"], project, log)
     saved = project / "outputs" / "adapter_model.safetensors"
     if not saved.is_file():
         raise RuntimeError(f"train.py finished without saving {saved}")
+    if loftq:
+        rank = json.loads((saved.parent / "adapter_config.json").read_text())["r"]
+        if rank != 2 * sections["adapter"]["rank"]:
+            raise RuntimeError(f"the LoftQ adapter was saved at rank {rank}, not rewritten")
+        lines = log.read_text().splitlines()
+        start_line = next(line for line in lines if line.startswith("layers with B = 0"))
+        return f"{start_line}; trained 2 steps, saved {saved.name} at rank {rank}"
     return f"trained 2 steps, saved {saved.name}"
 
 
