@@ -227,22 +227,23 @@ def tiny_model(
     architecture: Annotated[
         str,
         typer.Option(
-            help="llama (a causal LM) or llava (an image-text model with its processor and "
-            "the llava template)."
+            help="llama (a causal LM), llava or qwen2_vl (an image-text model with its "
+            "processor and the template of that name; qwen2_vl needs torchvision)."
         ),
     ] = "llama",
 ) -> None:
-    """Build a tiny random Llama (or LLaVA) model and BPE tokenizer (no hub needed)."""
+    """Build a tiny random Llama (LLaVA, Qwen2-VL) model and BPE tokenizer (no hub needed)."""
     from lfc.chat_templates import template_names
     from lfc.suggest import did_you_mean
-    from lfc.tiny_model import build_tiny_model
+    from lfc.tiny_model import ARCHITECTURES, build_tiny_model
 
     if template is not None and template not in template_names():
         _fail(
             InputError(f"unknown template {template!r}{did_you_mean(template, template_names())}")
         )
-    if architecture not in ("llama", "llava"):
-        _fail(InputError(f"unknown architecture {architecture!r}; known: llama, llava"))
+    if architecture not in ARCHITECTURES:
+        known = ", ".join(ARCHITECTURES)
+        _fail(InputError(f"unknown architecture {architecture!r}; known: {known}"))
     build_tiny_model(output, seed=seed, template=template, architecture=architecture)  # type: ignore[arg-type]
     typer.echo(f"tiny model written to {output}/")
 

@@ -50,6 +50,8 @@ TEMPLATES: dict[str, tuple[str, str | None]] = {
     "empty": ("empty", None),
 }
 MULTIMODAL_TEMPLATES = ("qwen2_vl", "qwen3_vl", "qwen3_vl_nothink", "moss_vl", "llava", "mllama")
+# Multimodal templates lfc has an image plugin (and a template) of the same name for.
+IMAGE_PLUGINS = ("llava", "qwen2_vl")
 
 STAGES = ("pt", "sft", "rm", "dpo", "kto", "ppo")
 SCHEDULERS = (
@@ -136,9 +138,9 @@ UNSUPPORTED: dict[str, str] = {
     "export_quantization_bit": "an export config: use export.quantization",
     "export_quantization_dataset": "GPTQ export is not supported",
     "infer_backend": "an inference config: use chat.py, serve.py or serve_vllm.sh",
-    "video_max_pixels": "not supported yet: video (the llava plugin reads images only)",
-    "video_fps": "not supported yet: video (the llava plugin reads images only)",
-    "video_maxlen": "not supported yet: video (the llava plugin reads images only)",
+    "video_max_pixels": "not supported yet: video (lfc's image plugins read images only)",
+    "video_fps": "not supported yet: video (lfc's image plugins read images only)",
+    "video_maxlen": "not supported yet: video (lfc's image plugins read images only)",
     "freeze_language_model": "not supported yet: a frozen language model",
     "train_mm_proj_only": "not supported yet: training the projector only",
     "use_adam_mini": "Adam-mini is not supported yet",
@@ -312,7 +314,7 @@ def _quantization(state: _State, value: Any) -> None:
     state.set("model", "quantization", quantization)
 
 
-# LLaMA-Factory's image keys -> model.multimodal fields (with template llava).
+# LLaMA-Factory's image keys -> model.multimodal fields (with template llava or qwen2_vl).
 IMAGE_KEYS = {
     "image_max_pixels": "image_max_pixels",
     "image_min_pixels": "image_min_pixels",
@@ -322,19 +324,15 @@ IMAGE_KEYS = {
 
 
 def _template(state: _State, value: Any) -> None:
-    if value == "llava":
-        state.spec["template"] = "llava"
+    if value in IMAGE_PLUGINS:
+        state.spec["template"] = value
         multimodal = state.spec.setdefault("model", {}).setdefault("multimodal", {})
-        multimodal["plugin"] = "llava"
+        multimodal["plugin"] = value
         for key, field_name in IMAGE_KEYS.items():
             if key in state.config:
                 multimodal[field_name] = state.config[key]
     elif value in MULTIMODAL_TEMPLATES:
-        why = (
-            "Qwen2-VL's processor needs torchvision, which does not run beside the pinned CPU torch"
-            if value.startswith("qwen")
-            else "lfc has the llava image plugin only"
-        )
+        why = "lfc has the llava and qwen2_vl image plugins only"
         state.refused.append(("template", f"{value!r} is multimodal; not supported yet: {why}"))
     elif value not in TEMPLATES:
         known = ", ".join(sorted(TEMPLATES))
@@ -542,7 +540,7 @@ HANDLERS: dict[str, Callable[[_State, Any], None]] = {
     "resume_from_checkpoint": _resume,
     **{
         key: lambda state, value, key=key: (
-            state.config.get("template") == "llava"
+            state.config.get("template") in IMAGE_PLUGINS
             or state.notes.append((key, f"{value!r}: no effect without an image model"))
         )
         for key in IMAGE_KEYS

@@ -31,8 +31,10 @@ def _matrix() -> dict[str, dict]:
     return json.loads(text)
 
 
-def training_pins(target: str, extras: tuple[str, ...], stage: str = "sft") -> PinSet:
-    """The training pin set of `target` for `stage`, with the packages each named extra needs."""
+def training_pins(
+    target: str, extras: tuple[str, ...], stage: str = "sft", plugin: str | None = None
+) -> PinSet:
+    """The training pin set of `target` for `stage` and image `plugin`, plus the extras."""
     entry = _matrix()[target]
     packages = dict(entry["training"])
     reason = entry["description"]
@@ -40,6 +42,10 @@ def training_pins(target: str, extras: tuple[str, ...], stage: str = "sft") -> P
     if override:
         packages.update(override["packages"])
         reason += f" Stage {stage}: {override['reason']}"
+    override = entry.get("plugins", {}).get(plugin)
+    if override:
+        packages.update(override["packages"])
+        reason += f" Plugin {plugin}: {override['reason']}"
     for extra in extras:
         packages.update(entry["extras"][extra])
     if extras:

@@ -710,11 +710,16 @@ def resolve(
     return Plan(
         spec=spec,
         template=template,
-        pins=training_pins(spec.pins.target, _extras(spec), spec.stage.kind),
+        pins=training_pins(spec.pins.target, _extras(spec), spec.stage.kind, _plugin(spec)),
         datasets=datasets,
         config=_config(spec),
         serving=serving_pins(),
     )
+
+
+def _plugin(spec: Spec) -> str | None:
+    """The image plugin, whose pin overrides (if any) the training set takes."""
+    return spec.model.multimodal.plugin if spec.model.multimodal is not None else None
 
 
 def _extras(spec: Spec) -> tuple[str, ...]:

@@ -4,7 +4,11 @@ Built locally and deterministically in seconds, so examples and tests run where 
 is reachable. Its vocabulary holds the special tokens of every text registry template;
 `template` picks the bos/eos that family's tokenizer has. `architecture="llava"` builds a
 LLaVA image-text model instead (CLIP vision tower, projector, the Llama as language model)
-with its processor (a PIL CLIP image processor, no torchvision) and the `llava` template.
+with its processor (a PIL CLIP image processor, no torchvision) and the `llava` template;
+`architecture="qwen2_vl"` a Qwen2-VL model (its ViT and patch merger, a Qwen2-VL language
+model of the same tiny size) with its processor and the `qwen2_vl` template. Qwen2VLProcessor
+holds a video processor, which needs torchvision: build it where the qwen2_vl pins
+(torch 2.14.1, torchvision 0.29.1) are installed.
 Needs the optional stack (`pip install 'lfc[tiny]'`); imported only by that command.
 """
 
@@ -20,23 +24,30 @@ BASE_TOKENS = ("<|begin_of_text|>", "<|end_of_text|>", "<|pad|>")
 DEFAULT_BOS, DEFAULT_EOS, PAD = BASE_TOKENS
 
 
-Architecture = Literal["llama", "llava"]
+Architecture = Literal["llama", "llava", "qwen2_vl"]
+ARCHITECTURES: tuple[Architecture, ...] = ("llama", "llava", "qwen2_vl")
 # The image model's image: 28x28 pixels, 14x14 patches, so 4 image tokens per image.
 IMAGE_SIZE, PATCH_SIZE = 28, 14
+# Qwen2-VL's processor also looks up its video token, which the image template never writes.
+QWEN2_VL_VIDEO_TOKEN = "<|video_pad|>"
 
 
 def special_tokens(architecture: Architecture = "llama") -> list[str]:
     """The base tokens, then every token the architecture's templates write (sorted, stable).
 
-    Image templates (and their image tokens) belong to the image architectures only.
+    A text model gets every text template's tokens; an image model its own template's only.
     """
     found: set[str] = set()
     for name in template_names():
         entry = get_template(name)
-        if (entry.image_token is not None) != (architecture != "llama"):
+        if architecture == "llama" and entry.image_token is not None:
+            continue
+        if architecture != "llama" and name != architecture:
             continue
         found.update(entry.special_tokens, entry.stop_tokens)
         found.update(t for t in (entry.bos_token, entry.eos_token) if t)
+    if architecture == "qwen2_vl":
+        found.add(QWEN2_VL_VIDEO_TOKEN)
     return [*BASE_TOKENS, *sorted(found - set(BASE_TOKENS))]
 
 
@@ -76,9 +87,9 @@ def build_tiny_model(
     template: str | None = None,
     architecture: Architecture = "llama",
 ) -> Path:
-    """Write a tokenizer and a random Llama (or LLaVA) model into `out`; returns `out`."""
-    if architecture == "llava":
-        template = template or "llava"
+    """Write a tokenizer and a random Llama (LLaVA, Qwen2-VL) model into `out`; returns `out`."""
+    if architecture != "llama":
+        template = template or architecture
     entry = get_template(template) if template else None
     bos = (entry and entry.bos_token) or DEFAULT_BOS
     eos = (entry and entry.eos_token) or DEFAULT_EOS
@@ -128,6 +139,9 @@ def build_tiny_model(
     if architecture == "llava":
         _save_llava(out, config, fast, get_template(template).source)
         return out
+    if architecture == "qwen2_vl":
+        _save_qwen2_vl(out, config, fast, get_template(template).source)
+        return out
     model = LlamaForCausalLM(config)
     model.save_pretrained(out)
     fast.save_pretrained(out)
@@ -173,3 +187,75 @@ def _save_llava(out: Path, text_config, tokenizer, chat_template: str) -> None:
         chat_template=chat_template,
     )
     processor.save_pretrained(out)
+
+
+def _save_qwen2_vl(out: Path, text_config, tokenizer, chat_template: str) -> None:
+    """A Qwen2-VL model with the sizes of the Llama `text_config`, and its processor, in `out`."""
+    try:
+        from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+            Qwen2VLImageProcessorPil,
+        )
+        from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+    except ImportError as exc:
+        raise SystemExit(
+            f"a tiny qwen2_vl model needs torchvision for its video processor ({exc.name} is "
+            "missing): pip install torch==2.14.1 torchvision==0.29.1"
+        ) from None
+
+    head_dim = text_config.hidden_size // text_config.num_attention_heads
+    text = {
+        key: getattr(text_config, key)
+        for key in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "max_position_embeddings",
+            "bos_token_id",
+            "eos_token_id",
+            "pad_token_id",
+        )
+    }
+    # Multimodal RoPE: the rotary half of each head split over time, height and width.
+    half = head_dim // 2
+    sections = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
+    text["rope_parameters"] = {"rope_type": "default", "mrope_section": sections}
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in _QWEN2_VL_IDS.items()}
+    config = Qwen2VLConfig(
+        vision_config={
+            "depth": 1,
+            "embed_dim": 32,
+            "hidden_size": text_config.hidden_size,  # the merger's output: the text width
+            "num_heads": 2,
+            "mlp_ratio": 2,
+            "patch_size": PATCH_SIZE,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
+        text_config=text,
+        tie_word_embeddings=False,
+        **ids,
+    )
+    Qwen2VLForConditionalGeneration(config).save_pretrained(out)
+    # A 28x28 image is one merged 2x2 group of patches: its smallest size, one image token.
+    images = Qwen2VLImageProcessorPil(
+        min_pixels=IMAGE_SIZE * IMAGE_SIZE, max_pixels=4 * IMAGE_SIZE * IMAGE_SIZE
+    )
+    processor = Qwen2VLProcessor(
+        image_processor=images,
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(),
+        chat_template=chat_template,
+    )
+    processor.save_pretrained(out)
+
+
+_QWEN2_VL_IDS = {
+    "image_token_id": "<|image_pad|>",
+    "video_token_id": QWEN2_VL_VIDEO_TOKEN,
+    "vision_start_token_id": "<|vision_start|>",
+    "vision_end_token_id": "<|vision_end|>",
+}

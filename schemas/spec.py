@@ -129,20 +129,23 @@ class MultimodalSpec(Section):
     plugin: Literal["llava", "qwen2_vl"] = Field(
         description="The model family's image plugin: how images become tokens. `llava` "
         "(LLaVA-1.5 style: CLIP vision tower, projector, `<image>` expanded to one token per "
-        "patch). `qwen2_vl` is recognised but not supported yet (see the README)."
+        "patch); `qwen2_vl` (Qwen2-VL: its ViT with a patch merger, `<|image_pad|>` expanded "
+        "to one token per merged 28x28 patch; pins torch 2.14.1 and torchvision 0.29.1)."
     )
     image_max_pixels: int = Field(
         default=768 * 768,
         gt=0,
         le=2**26,
         description="Images larger than this many pixels are scaled down (aspect kept) before "
-        "the image processor sees them (LLaMA-Factory's image_max_pixels).",
+        "the image processor sees them (LLaMA-Factory's image_max_pixels); with qwen2_vl also "
+        "the image processor's max_pixels.",
     )
     image_min_pixels: int = Field(
         default=32 * 32,
         gt=0,
         le=2**26,
-        description="Images smaller than this many pixels are scaled up (aspect kept) first.",
+        description="Images smaller than this many pixels are scaled up (aspect kept) first; "
+        "with qwen2_vl also the image processor's min_pixels.",
     )
     freeze_vision_tower: bool = Field(
         default=True,
@@ -887,9 +890,8 @@ class _DatasetBase(Section):
             if getattr(self.columns, kind, None) is not None:
                 raise RuleError(
                     ("columns", kind),
-                    f"not supported yet: {kind} columns (the llava plugin reads images only; "
-                    "Qwen2-VL's video processor needs torchvision, which does not run beside "
-                    "the pinned CPU torch)",
+                    f"not supported yet: {kind} columns (lfc's image plugins, llava and "
+                    "qwen2_vl, read images only)",
                 )
         images = getattr(self.columns, "images", None)
         if images is None:
@@ -1774,12 +1776,12 @@ class Spec(Section):
                         "an images column needs an image model: set model.multimodal",
                     )
             return
-        if multimodal.plugin == "qwen2_vl":
+        if multimodal.plugin == "qwen2_vl" and self.pins.target != "cpu":
             raise RuleError(
                 ("model", "multimodal", "plugin"),
-                "not supported yet: qwen2_vl (transformers 5.24 builds Qwen2VLProcessor only "
-                "with its video processor, which needs torchvision; torchvision does not run "
-                "beside the pinned CPU torch 2.13.0)",
+                f"not supported yet: qwen2_vl with pins.target {self.pins.target} (its "
+                "Qwen2VLProcessor needs torchvision, and only the cpu set's torch 2.14.1 + "
+                "torchvision 0.29.1 was installed and tested together)",
             )
         if self.template != multimodal.plugin:
             raise RuleError(

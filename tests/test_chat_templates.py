@@ -173,3 +173,29 @@ def test_mistral_v3_keeps_the_system_prompt_in_training_rows() -> None:
     assert served == "<s>[INST] a[/INST] b</s>[INST] S\n\nc[/INST]"
     trained = render_conversation("mistral-v3", [*chat, {"role": "assistant", "content": "d"}])
     assert trained == served + " d</s>"
+
+
+def test_qwen2_vl_writes_each_image_between_vision_tokens() -> None:
+    # No official copy is in the reference set: the expected text is Qwen2-VL's documented
+    # format (ChatML, a default system turn, each image as <|vision_start|><|image_pad|>
+    # <|vision_end|> where it sits in the user turn).
+    from lfc.template_render import render_conversation
+
+    image = {"type": "image"}
+    chat = [
+        {"role": "user", "content": [image, {"type": "text", "text": "Who?"}, image]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Them."}]},
+    ]
+    vision = "<|vision_start|><|image_pad|><|vision_end|>"
+    trained = render_conversation("qwen2_vl", chat)
+    assert trained == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        f"<|im_start|>user\n{vision}Who?{vision}<|im_end|>\n"
+        "<|im_start|>assistant\nThem.<|im_end|>\n"
+    )
+    system = [{"role": "system", "content": "S"}, {"role": "user", "content": "a"}]
+    served = render_conversation("qwen2_vl", system, add_generation_prompt=True)
+    assert (
+        served
+        == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\na<|im_end|>\n<|im_start|>assistant\n"
+    )

@@ -160,11 +160,11 @@ def _doc(rows: list[str]) -> str:
         "| --- | --- | --- |",
         *templates,
         "",
-        "`llava` maps to lfc's llava template with `model.multimodal: {plugin: llava}` (and "
-        "image_max_pixels, image_min_pixels, freeze_vision_tower, freeze_multi_modal_projector "
-        "onto it); the other multimodal templates (qwen2_vl, qwen3_vl, moss_vl, ...) are "
-        "refused: Qwen2-VL's processor needs torchvision, which does not run beside the pinned "
-        "CPU torch. Other names are refused with the list above.",
+        "`llava` and `qwen2_vl` map to lfc's template of that name with `model.multimodal: "
+        "{plugin: ...}` of the same name (and image_max_pixels, image_min_pixels, "
+        "freeze_vision_tower, freeze_multi_modal_projector onto it); the other multimodal "
+        "templates (qwen3_vl, moss_vl, mllama, ...) are refused: lfc has no image plugin for "
+        "them. Other names are refused with the list above.",
         "",
         "## Keys without effect in an lfc project (kept as notes)",
         "",
@@ -209,6 +209,14 @@ def test_llava_image_keys_map_onto_model_multimodal() -> None:
     assert ("image_max_pixels", "4096: no effect without an image model") in text.notes
     with pytest.raises(SpecError, match="video_fps: not supported yet: video"):
         import_llamafactory({**MINIMAL, "template": "llava", "video_fps": 2.0})
+
+
+def test_qwen2_vl_template_maps_onto_the_qwen2_vl_plugin() -> None:
+    image = {"template": "qwen2_vl", "image_max_pixels": 262144, "image_min_pixels": 1024}
+    spec = _spec({**MINIMAL, **image})
+    assert spec["template"] == "qwen2_vl"
+    expected = {"plugin": "qwen2_vl", "image_max_pixels": 262144, "image_min_pixels": 1024}
+    assert spec["model"]["multimodal"] == expected
 
 
 def test_registry_images_column_reads_media_from_the_registry_folder() -> None:
@@ -359,7 +367,7 @@ def test_trackers_run_name_and_swanlab_keys_map_to_report_to_and_tracking() -> N
         ({"quantization_bit": 3}, "quantization_bit: quantization_bit 3: use 4 or 8"),
         ({"quantization_bit": 4, "quantization_method": "hqq"}, "quantization_method: .*bnb"),
         ({"rope_scaling": "linear"}, "rope_scaling: set model.rope_scaling"),
-        ({"template": "qwen2_vl"}, "template: 'qwen2_vl' is multimodal"),
+        ({"template": "qwen3_vl"}, "template: 'qwen3_vl' is multimodal"),
         ({"template": "nonsense"}, "template: no lfc template for 'nonsense'"),
         ({"report_to": "neptune"}, r"report_to: trackers \['neptune'\] are not supported"),
         ({"report_to": "all"}, "report_to: report_to all depends on what is installed"),

@@ -63,6 +63,13 @@ VARIANTS = {
         "template": "llava",
         "serve": {"max_images_per_prompt": 3},
     },
+    "qwen2-vl": {
+        "model": {
+            "name_or_path": "org/qwen2-vl",
+            "multimodal": {"plugin": "qwen2_vl", "image_max_pixels": 4704},
+        },
+        "template": "qwen2_vl",
+    },
     "remote-code": {
         "model": {"name_or_path": "org/model", "trust_remote_code": True, "revision": "v1"},
         "serve": {"lora_adapter": True, "tensor_parallel_size": 4},
@@ -89,6 +96,11 @@ def test_every_generated_vllm_flag_exists_in_vllm_0_33(variant: str, tmp_path: P
         assert {"--enable-lora", "--lora-modules", "--max-lora-rank"} <= set(flags)
     images = argv[argv.index("--limit-mm-per-prompt") + 1] if variant == "multimodal" else None
     assert images == ('{"image": 3}' if variant == "multimodal" else None)
+    if variant == "qwen2-vl":
+        pixels = json.loads(argv[argv.index("--mm-processor-kwargs") + 1])
+        assert pixels == {"max_pixels": 4704, "min_pixels": 32 * 32}
+    else:
+        assert "--mm-processor-kwargs" not in flags
 
 
 def test_the_flag_fixture_is_real() -> None:

@@ -1,0 +1,210 @@
+"""Qwen2-VL image fine-tuning end to end, in a fresh virtualenv built from the project's
+requirements.txt (torch 2.14.1 + torchvision 0.29.1: Qwen2VLProcessor needs torchvision, which
+lfc's own test environment, on torch 2.13.0, cannot import).
+
+A tiny random Qwen2-VL (built in that environment by `lfc tiny-model --architecture qwen2_vl`)
+is trained 2 LoRA steps on LLaMA-Factory's demo images, exported, and asked about an image by
+chat.py and serve.py. Checked: data.py's ids equal the model's own processor output with the
+spec's pixel bounds, LoRA stays in the language model, the vision tower and patch merger keep
+their weights, the exported processor carries the bounds and the template, and serve.py's
+prompt holds the image's tokens. A full fine-tune with freeze_projector off trains the merger
+(which sits inside the tower's module) and keeps the rest of the tower.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from test_multimodal import COLUMNS, DEMO, _parts
+
+from lfc.pipeline import compile_file
+from lfc.writer import write_project
+
+from conftest import ROOT
+from project_env import clean_env, project_venv, run, serving
+
+pytestmark = pytest.mark.e2e
+safetensors = pytest.importorskip("safetensors.torch")
+torch = pytest.importorskip("torch")
+
+PROBE = Path(__file__).with_name("qwen2_vl_probe.py")
+MAX_PIXELS, MIN_PIXELS = 6 * 28 * 28, 28 * 28  # not the tiny processor's own bounds
+IMAGE = DEMO / "mllm_demo_data/2.jpg"
+LORA = {"kind": "lora", "rank": 4}
+# Saved in Qwen2-VL's checkpoint layout: visual.* beside the language model's model.*.
+TOWER, MERGER, LANGUAGE = "visual.blocks.", "visual.merger.", "model.layers."
+
+
+def _spec(folder: Path, adapter: dict, freeze_projector: bool = True) -> Path:
+    shutil.copytree(DEMO, folder / "mllm")
+    multimodal = {
+        "plugin": "qwen2_vl",
+        "image_max_pixels": MAX_PIXELS,
+        "image_min_pixels": MIN_PIXELS,
+        "freeze_projector": freeze_projector,
+    }
+    spec = {
+        "lfc": 1,
+        "model": {"name_or_path": "../tiny-qwen2-vl", "multimodal": multimodal},
+        "template": "qwen2_vl",
+        "adapter": adapter,
+        "data": {
+            "datasets": [
+                {
+                    "path": "mllm/mllm_demo.json",
+                    "format": "sharegpt",
+                    "media_dir": "mllm",
+                    "columns": COLUMNS,
+                }
+            ],
+            "cutoff_len": 512,
+        },
+        "train": {"max_steps": 2, "learning_rate": 0.01, "logging_steps": 1},
+    }
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _project(folder: Path, adapter: dict, freeze_projector: bool = True) -> Path:
+    """The compiled project (ruff-clean), with the tiny model at its ../tiny-qwen2-vl."""
+    project = folder / "run"
+    write_project(compile_file(_spec(folder, adapter, freeze_projector)).files, project)
+    ruff = str(Path(sys.executable).with_name("ruff"))
+    for check in (["check", "--isolated", "."], ["format", "--isolated", "--check", "."]):
+        run([ruff, *check], project, clean_env(Path(sys.executable).parent))
+    return project
+
+
+@pytest.fixture(scope="module")
+def qwen_env(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict, Path]:
+    """The project's python (a venv of its requirements.txt), its env, and the tiny model."""
+    started = time.monotonic()
+    folder = tmp_path_factory.mktemp("qwen2-vl")
+    requirements = _project(folder, LORA) / "requirements.txt"
+    assert {"torch==2.14.1", "torchvision==0.29.1"} <= set(requirements.read_text().split())
+    python = str(project_venv(requirements, folder / "venv"))
+    env = clean_env(Path(python).parent)
+    model = tmp_path_factory.mktemp("models") / "tiny-qwen2-vl"
+    run([python, str(PROBE), "build", str(model), str(ROOT)], folder, env)
+    print(f"[qwen2_vl] venv and tiny model: {time.monotonic() - started:.0f} s")
+    return python, env, model
+
+
+def _expected(python: str, env: dict, model: Path, project: Path, request: dict) -> dict:
+    """The tiny model's own processor output for `request` (run in the project's env)."""
+    template = str(project / "chat_template.jinja")
+    command = [python, str(PROBE), "ids", str(model), template, str(MAX_PIXELS), str(MIN_PIXELS)]
+    result = subprocess.run(
+        command, input=json.dumps(request), env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def _train(python: str, env: dict, project: Path) -> None:
+    run([python, "data.py"], project, env)
+    launch = ["-m", "accelerate.commands.launch", "--config_file", "accelerate/single.yaml"]
+    run([python, *launch, "train.py"], project, env)
+
+
+def test_qwen2_vl_lora_trains_exports_and_answers_about_an_image(
+    tmp_path: Path, qwen_env: tuple[str, dict, Path]
+) -> None:
+    started = time.monotonic()
+    python, env, model = qwen_env
+    project = _project(tmp_path, LORA)
+    (tmp_path / "tiny-qwen2-vl").symlink_to(model)
+
+    _train(python, env, project)
+    from datasets import load_from_disk
+
+    row = load_from_disk(str(project / "data/processed/dataset"))["train"][0]
+    demo = json.loads((DEMO / "mllm_demo.json").read_text())[0]
+    images = [str(DEMO / path) for path in demo["images"]]
+    request = {"messages": _parts(demo["messages"]), "images": images, "generation_prompt": False}
+    expected = _expected(python, env, model, project, request)
+    assert row["input_ids"] == expected["ids"]
+    tokenizer = json.loads((model / "tokenizer.json").read_text())
+    vocab = {entry["content"]: entry["id"] for entry in tokenizer["added_tokens"]}
+    # 2.jpg-sized demo images scale to 6 merged patches within 6*28*28 pixels: 2 images, 12.
+    assert row["input_ids"].count(vocab["<|image_pad|>"]) == 2 * 6
+    assert expected["text"].count("<|vision_start|><|image_pad|><|vision_end|>") == 2
+
+    adapter = safetensors.load_file(project / "outputs/adapter_model.safetensors")
+    assert adapter and all("language_model" in key for key in adapter)
+
+    run([python, "export.py"], project, env)
+    base = safetensors.load_file(model / "model.safetensors")
+    exported = safetensors.load_file(project / "exported/model.safetensors")
+    assert base.keys() == exported.keys()
+    changed = {key for key in base if not torch.equal(base[key], exported[key])}
+    assert any(key.startswith(TOWER) for key in base) and any(k.startswith(MERGER) for k in base)
+    assert not {key for key in changed if key.startswith("visual.")}, "the frozen vision changed"
+    assert {key for key in changed if key.startswith(LANGUAGE)}
+    saved = json.loads((project / "exported/processor_config.json").read_text())
+    size = {"longest_edge": MAX_PIXELS, "shortest_edge": MIN_PIXELS}
+    assert saved["image_processor"]["size"] == size
+    template = (project / "chat_template.jinja").read_text()
+    assert (project / "exported/chat_template.jinja").read_text() == template
+
+    flags = ["--prompt", "Who is he?", "--image", str(IMAGE), "--chat_max_new_tokens", "4"]
+    out = run([python, "chat.py", *flags], project, env)
+    assert "[chat] model: exported/" in out
+
+    openai = pytest.importorskip("openai")
+    picture = base64.b64encode(IMAGE.read_bytes()).decode()
+    parts = [
+        {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{picture}"}},
+        {"type": "text", "text": "Who is he?"},
+    ]
+    question = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Who is he?"}]}
+    ]
+    request = {"messages": question, "images": [str(IMAGE)], "generation_prompt": True}
+    prompt = _expected(python, env, model, project, request)["ids"]
+    with serving(python, project, env) as url:
+        client = openai.OpenAI(base_url=url, api_key="unused")
+        messages = [{"role": "user", "content": parts}]
+        reply = client.chat.completions.create(model="lfc-model", messages=messages, max_tokens=3)
+        assert reply.usage.prompt_tokens == len(prompt)
+        assert reply.choices[0].finish_reason in ("stop", "length")
+    print(f"[qwen2_vl] LoRA project: {time.monotonic() - started:.0f} s")
+
+
+def test_qwen2_vl_full_training_keeps_the_tower_and_trains_the_merger(
+    tmp_path: Path, qwen_env: tuple[str, dict, Path]
+) -> None:
+    # The merger sits inside the vision tower's module: only it may change there.
+    started = time.monotonic()
+    python, env, model = qwen_env
+    project = _project(tmp_path, {"kind": "full"}, freeze_projector=False)
+    (tmp_path / "tiny-qwen2-vl").symlink_to(model)
+    _train(python, env, project)
+    base = safetensors.load_file(model / "model.safetensors")
+    trained = safetensors.load_file(project / "outputs/model.safetensors")
+    assert base.keys() == trained.keys()
+    changed = {key for key in base if not torch.equal(base[key], trained[key])}
+    assert {key for key in base if key.startswith(MERGER)} <= changed
+    assert not {key for key in changed if key.startswith((TOWER, "visual.patch_embed."))}
+    assert {key for key in changed if key.startswith(LANGUAGE)}
+    print(f"[qwen2_vl] full project: {time.monotonic() - started:.0f} s")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("torchvision") is not None, reason="torchvision is installed here"
+)
+def test_tiny_qwen2_vl_without_torchvision_says_what_to_install(tmp_path: Path) -> None:
+    from lfc.tiny_model import build_tiny_model
+
+    with pytest.raises(SystemExit, match=r"needs torchvision .*torchvision==0\.29\.1"):
+        build_tiny_model(tmp_path / "tiny", architecture="qwen2_vl")
