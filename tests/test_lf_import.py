@@ -369,6 +369,7 @@ def test_trackers_run_name_and_swanlab_keys_map_to_report_to_and_tracking() -> N
         ({"rope_scaling": "linear"}, "rope_scaling: set model.rope_scaling"),
         ({"template": "qwen3_vl"}, "template: 'qwen3_vl' is multimodal"),
         ({"template": "nonsense"}, "template: no lfc template for 'nonsense'"),
+        ({"shift_attn": True}, "shift_attn: LongLoRA's shift-short attention is not supported"),
         ({"report_to": "neptune"}, r"report_to: trackers \['neptune'\] are not supported"),
         ({"report_to": "all"}, "report_to: report_to all depends on what is installed"),
         (
