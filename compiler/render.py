@@ -121,6 +121,11 @@ def _file_table(plan: Plan) -> list[tuple[str, str]]:
     files.append(("train.py", f"project/stages/{stage}.py.j2"))
     if plan.generative:
         files += _SERVING_FILES
+    if plan.spec.model.prequantized is not None:  # peft cannot merge into its layers
+        files[files.index(("export.py", "project/export.py.j2"))] = (
+            "export.py",
+            "project/export_adapter.py.j2",
+        )
     if plan.stage == "grpo":
         files.append(("rewards.py", "project/rewards.py.j2"))
     if plan.expands:
@@ -154,8 +159,8 @@ def normalized_spec(plan: Plan) -> bytes:
         del data["tracking"]
     else:
         data["tracking"] = plan.tracking.model_dump(mode="json")
-    if plan.multimodal:
-        data["export"]["ollama"] = False  # no Modelfile for an image model
+    if plan.generative and not plan.writes_modelfile:
+        data["export"]["ollama"] = False  # no Modelfile for an image model or an adapter export
     if isinstance(data["template"], dict):
         data["template"]["jinja"] = "chat_template.jinja"
     for dataset, resolved in zip(data["data"]["datasets"], plan.datasets, strict=True):

@@ -184,8 +184,14 @@ class Plan:
 
     @property
     def writes_modelfile(self) -> bool:
-        """An Ollama Modelfile: for chat models, unless turned off; never for an image model."""
-        return self.generative and self.spec.export.ollama and not self.multimodal
+        """An Ollama Modelfile: for chat models, unless turned off; never for an image model,
+        nor for a pre-quantized base (its export is an adapter, with no merged model to import)."""
+        return (
+            self.generative
+            and self.spec.export.ollama
+            and not self.multimodal
+            and self.spec.model.prequantized is None
+        )
 
     @property
     def has_images(self) -> bool:
@@ -737,6 +743,8 @@ def _extras(spec: Spec) -> tuple[str, ...]:
         extras.append(spec.train.optimizer.kind)  # galore, apollo or badam
     if spec.model.multimodal is not None:
         extras.append("pillow")  # data.py and train.py open the images
+    if spec.model.prequantized is not None:
+        extras.append(spec.model.prequantized)  # gptqmodel (+ optimum for gptq) loads the base
     return tuple(extras)
 
 

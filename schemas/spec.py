@@ -212,8 +212,10 @@ class ModelSpec(Section):
         default=None,
         description="The base model is already quantized (its config.json holds a GPTQ or AWQ "
         "`quantization_config`): LoRA adapters train on the frozen quantized weights, and "
-        "requirements pin the kernel package transformers loads them with (CUDA GPUs only). "
-        "Not generated yet: refused with the reason. None: a full-precision base model.",
+        "requirements pin gptqmodel (and optimum for GPTQ), which transformers loads them with "
+        "(pins.target cuda13.0 only). peft cannot merge LoRA into these layers: export.py "
+        "exports the adapter with the tokenizer and generation config, and serve_vllm.sh "
+        "serves base + adapter (serve.lora_adapter: true). None: a full-precision base model.",
     )
     loader: Literal["transformers", "unsloth"] = Field(
         default="transformers",
@@ -1734,18 +1736,20 @@ class Spec(Section):
         if self.adapter.kind != "lora" and self.serve.lora_adapter:
             message = "serve.lora_adapter serves a LoRA adapter: it needs adapter lora"
             raise RuleError(("serve", "lora_adapter"), message)
+        # A pre-quantized base has no merged export to fall back on (see _kernel_rules).
+        merged = "serve the merged export (lora_adapter: false)"
         if self.serve.lora_adapter and self.adapter.dora:
+            fix = "remove adapter.dora" if self.model.prequantized else merged
             raise RuleError(
                 ("serve", "lora_adapter"),
-                "vLLM 0.33 does not load DoRA adapters (its peft_helper refuses use_dora): "
-                "serve the merged export (lora_adapter: false)",
+                f"vLLM 0.33 does not load DoRA adapters (its peft_helper refuses use_dora): {fix}",
             )
         if self.serve.lora_adapter and self.adapter.saved_rank > 512:
             raise RuleError(
                 ("serve", "lora_adapter"),
                 f"vLLM serves LoRA adapters up to rank 512 (--max-lora-rank); the saved "
-                f"adapter has rank {self.adapter.saved_rank}: lower adapter.rank, or serve the "
-                "merged export (lora_adapter: false)",
+                f"adapter has rank {self.adapter.saved_rank}: lower adapter.rank"
+                + ("" if self.model.prequantized else ", or " + merged),
             )
         if self.stage.kind == "rm" and (
             "serve" in self.model_fields_set or "export" in self.model_fields_set
@@ -1932,12 +1936,11 @@ class Spec(Section):
                 )
         if isinstance(adapter, LoraAdapter) and adapter.init == "loftq":
             self._loftq_rules()
-        if prequantized is not None:
+        if prequantized is not None and not self.serve.lora_adapter:
             raise RuleError(
                 ("model", "prequantized"),
-                f"prequantized {prequantized} bases (CUDA only) are not generated yet: export.py "
-                "merges LoRA into the base, which peft cannot do for GPTQ/AWQ layers; use a "
-                "full-precision base (or model.quantization for QLoRA)",
+                f"peft cannot merge LoRA into {prequantized} layers, so there is no merged model "
+                "to serve: set serve.lora_adapter: true (vLLM serves the base + the adapter)",
             )
         if self.pins.target == "cpu":
             needs_cuda = [
@@ -1950,6 +1953,12 @@ class Spec(Section):
                     ("train", "liger_kernel"),
                     self.train.liger_kernel,
                     "Liger kernels are Triton kernels for CUDA GPUs",
+                ),
+                (
+                    ("model", "prequantized"),
+                    prequantized is not None,
+                    "gptqmodel (which transformers loads GPTQ and AWQ weights with) is resolved "
+                    "and pinned for the CUDA set only",
                 ),
             ]
             for at, used, reason in needs_cuda:

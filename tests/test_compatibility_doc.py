@@ -97,7 +97,13 @@ COMBINATIONS: tuple[tuple[str, str, str], ...] = (
     ("Methods", "LoftQ init with modules_to_save", "316-loftq-modules-to-save.yaml"),
     ("Methods", "LoftQ init with trained biases", "319-loftq-bias.yaml"),
     ("Methods", "LoftQ init with stage ppo or rm", "317-loftq-rm.yaml"),
-    ("Methods", "pre-quantized base (not generated yet)", "296-prequantized-not-generated.yaml"),
+    (
+        "Methods",
+        "pre-quantized base served as a merged model",
+        "330-prequantized-merged-serve.yaml",
+    ),
+    ("Methods", "pre-quantized base on pins.target cpu", "331-prequantized-cpu.yaml"),
+    ("Methods", "pre-quantized base with DoRA", "332-prequantized-dora.yaml"),
     ("Methods", "pre-quantized base with full or freeze", "288-prequantized-full.yaml"),
     (
         "Methods",

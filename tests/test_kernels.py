@@ -6,7 +6,8 @@ pip resolution, and that the generated code lints and compiles; `nox -s gpu`
 (tests/gpu/run_gpu_checks.py) trains them on a CUDA machine. The options refused at compile
 time are checked by the bad-spec corpus (cases 280-29x, 310-319); here the reasons they give
 are checked against what they cite. LoftQ (adapter.init: loftq on a 4-bit QLoRA base) compiles
-for cuda13.0 only: peft computes it on CUDA.
+for cuda13.0 only: peft computes it on CUDA. Pre-quantized GPTQ/AWQ bases compile for cuda13.0
+only, with an adapter export (peft cannot merge into their layers).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from lfc.writer import write_project
 from conftest import FIXTURES, write_variant
 
 GPU = {"pins": {"target": "cuda13.0"}}
+BF16_MODEL = {"name_or_path": "../tiny-llama", "dtype": "bfloat16"}
 TRAIN = {"learning_rate": 1.0e-3, "max_steps": 2, "batch_size": 2, "logging_steps": 1}
 
 
@@ -131,10 +133,56 @@ def test_unsloth_refusal_cites_pins_above_its_bounds(package: str, bound: str) -
         Spec.model_validate(spec)
 
 
-def test_prequantized_bases_are_refused_on_cuda_too(tmp_path: Path) -> None:
-    section = {"model": {"name_or_path": "../tiny-llama", "prequantized": "gptq"}}
-    with pytest.raises(SpecError, match=re.escape("model.prequantized") + ".*not generated yet"):
-        compile_file(write_variant(tmp_path, {**GPU, **section}))
+PREQUANTIZED = {"serve": {"lora_adapter": True}}
+
+
+@pytest.mark.parametrize("method", ["gptq", "awq"])
+def test_prequantized_base_exports_and_serves_the_adapter_beside_the_base(
+    tmp_path: Path, method: str
+) -> None:
+    """peft cannot merge into GPTQ/AWQ layers: export.py saves the adapter (not merged),
+    chat.py/serve.py put the exported adapter on the base, vLLM serves base + adapter, and
+    gptqmodel (+ optimum for GPTQ) is pinned from the recorded resolution."""
+    model = {"name_or_path": "../tiny-llama", "prequantized": method}
+    _, files = _project(tmp_path, {"model": model, **PREQUANTIZED})
+    export = files["export.py"]
+    assert "model = PeftModel.from_pretrained(model, str(trained))\n" in export
+    assert (
+        "        model.save_pretrained(folder)\n        generation.save_pretrained(folder)\n"
+        in (export)
+    )
+    assert "merge_and_unload" not in export and "export_dtype" not in export
+    inference = files["model.py"]
+    assert "adapter = str(exported) if exported.is_dir() else args.training.output_dir\n" in (
+        inference
+    )
+    assert "load_model(args.model, args.export.export_dir, trust)" not in inference
+    serve = files["serve_vllm.sh"]
+    assert "    --enable-lora \\\n" in serve and "exec vllm serve ../tiny-llama \\\n" in serve
+    assert "Modelfile" not in files
+    assert yaml.safe_load(files["spec.yaml"])["export"]["ollama"] is False
+    pins = _pins(files["requirements.txt"])
+    resolved = _resolution(f"resolution_{method}_py3.12.txt")
+    assert pins["gptqmodel"] == "7.6.0" and ("optimum" in pins) == (method == "gptq")
+    for name, version in pins.items():
+        assert resolved[re.sub(r"[-_.]+", "-", name).lower()] == version, name
+    (tmp_path / "plain").mkdir()
+    plain = compile_file(write_variant(tmp_path / "plain", {**GPU, "model": BF16_MODEL})).files
+    requirements = plain["requirements.txt"].decode()
+    assert "gptqmodel" not in requirements and "optimum" not in requirements
+    assert "merge_and_unload()" in plain["export.py"].decode()
+
+
+def test_gptqmodel_resolution_keeps_the_cuda_set() -> None:
+    """gptqmodel 7.6.0 pins numpy==2.2.6, so its resolution differs from the base set there
+    and only adds packages otherwise: the training pins stay the cuda13.0 set's."""
+    base = _resolution("resolution_py3.12.txt")
+    for method in ("gptq", "awq"):
+        resolved = _resolution(f"resolution_{method}_py3.12.txt")
+        changed = {name for name, version in base.items() if resolved.get(name) != version}
+        assert changed == {"numpy"}, method
+    for name, version in training_pins("cuda13.0", ("gptq",)).packages.items():
+        assert _resolution("resolution_gptq_py3.12.txt")[name] == version
 
 
 LOFTQ = {
