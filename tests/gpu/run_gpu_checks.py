@@ -8,8 +8,10 @@ Each check compiles examples/quickstart.yaml with `pins.target: cuda13.0`, its o
 (the pins are the same set, so later checks only add their extras), runs data.py and
 train.py through accelerate, and checks the adapter was saved. The LoftQ check first runs
 loftq_start.py in its project (LoftQ's start beats the 4-bit base alone) and then checks that
-the saved adapter was rewritten for the full-precision base (twice the rank). The options lfc
-refuses at compile time (Unsloth, pre-quantized GPTQ/AWQ) are checked to be refused.
+the saved adapter was rewritten for the full-precision base (twice the rank). The GPTQ check first
+quantizes the tiny model with gptqmodel (gptq_quantize.py, in the venv), trains LoRA on it and
+runs export.py, which must save the adapter and no merged model. Unsloth, refused at compile
+time, is checked to be refused.
 """
 
 from __future__ import annotations
@@ -46,11 +48,15 @@ TRAINED: dict[str, dict] = {
         "model": BF16,
         "distributed": {"kind": "deepspeed", "zero_stage": 2, "num_processes": 1},
     },
+    # gptq_quantize.py makes ../tiny-llama-gptq first (in the venv, once gptqmodel is in it).
+    "gptq-base": {
+        "model": {"name_or_path": "../tiny-llama-gptq", "dtype": "float16", "prequantized": "gptq"},
+        "serve": {"lora_adapter": True},
+    },
 }
 # name -> (spec sections, the key lfc must refuse).
 REFUSED: dict[str, tuple[dict, str]] = {
     "unsloth": ({"model": {**BF16, "loader": "unsloth"}}, "model.loader"),
-    "gptq": ({"model": {**BF16, "prequantized": "gptq"}}, "model.prequantized"),
 }
 
 
@@ -80,6 +86,7 @@ def _spec(folder: Path, sections: dict) -> Path:
     folder.mkdir(parents=True)
     (folder / "data").symlink_to(EXAMPLES / "data")
     (folder / "tiny-llama").symlink_to(folder.parent / "tiny-llama")
+    (folder / "tiny-llama-gptq").symlink_to(folder.parent / "tiny-llama-gptq")
     path = folder / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -102,6 +109,11 @@ def _train(name: str, sections: dict, work: Path, venv: Path) -> str:
         _run([python, "-m", "pip", "install", isolation, "-r", requirements], work, log)
     else:
         _run([python, "-m", "pip", "install", "-r", requirements], work, log)
+    prequantized = "prequantized" in sections["model"]
+    if prequantized and not (work / "tiny-llama-gptq").is_dir():
+        quantize = str(Path(__file__).with_name("gptq_quantize.py"))
+        tiny = [str(work / "tiny-llama"), str(work / "tiny-llama-gptq")]
+        _run([python, quantize, *tiny], work, log)
     _run([python, "data.py"], project, log)
     loftq = sections.get("adapter", {}).get("init") == "loftq"
     if loftq:  # the project's own model.py and config.py, imported from its folder
@@ -120,6 +132,14 @@ def _train(name: str, sections: dict, work: Path, venv: Path) -> str:
         lines = log.read_text().splitlines()
         start_line = next(line for line in lines if line.startswith("layers with B = 0"))
         return f"{start_line}; trained 2 steps, saved {saved.name} at rank {rank}"
+    if prequantized:  # the export is the adapter: peft cannot merge into GPTQ layers
+        _run([python, "export.py"], project, log)
+        exported = project / "exported"
+        if not (exported / "adapter_model.safetensors").is_file() or any(
+            exported.glob("model*.safetensors")
+        ):
+            raise RuntimeError(f"{exported}/ should hold the adapter and no merged model")
+        return f"quantized the tiny model, trained 2 steps, exported the adapter to {exported}/"
     return f"trained 2 steps, saved {saved.name}"
 
 
