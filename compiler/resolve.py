@@ -539,12 +539,11 @@ def _config(spec: Spec) -> dict[str, dict[str, Any]]:
     groups["run"] = {"auto_resume": train.auto_resume}
     if spec.stage.kind == "rm":
         return groups
-    export: dict[str, Any] = {
-        "export_dir": EXPORT_DIR,
-        "export_dtype": spec.export.dtype,
-        "export_max_shard_size": spec.export.max_shard_size,
-    }
-    if adapter.kind == "lora":
+    export: dict[str, Any] = {"export_dir": EXPORT_DIR}
+    if spec.model.prequantized is None:  # a pre-quantized base exports its adapter as trained
+        export["export_dtype"] = spec.export.dtype
+        export["export_max_shard_size"] = spec.export.max_shard_size
+    if adapter.kind == "lora" and spec.model.prequantized is None:
         export["export_extra_adapters"] = list(spec.export.extra_adapters)
     groups["export and chat"] = {**export, "chat_max_new_tokens": 128, "chat_temperature": 0.0}
     serve = spec.serve

@@ -1934,6 +1934,14 @@ class Spec(Section):
                     f"peft cannot merge LoRA into {prequantized} layers (they have no merge "
                     "method), and export." + key + " works on the merged model: remove it",
                 )
+            defaults = {"dtype": "auto", "max_shard_size": "5GB"}
+            for key, default in defaults.items():
+                if getattr(self.export, key) != default:
+                    raise RuleError(
+                        ("export", key),
+                        f"a {prequantized} base exports its LoRA adapter as trained, not a "
+                        f"merged model: export.{key} has nothing to apply to; remove it",
+                    )
         if isinstance(adapter, LoraAdapter) and adapter.init == "loftq":
             self._loftq_rules()
         if prequantized is not None and not self.serve.lora_adapter:

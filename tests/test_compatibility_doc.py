@@ -102,6 +102,11 @@ COMBINATIONS: tuple[tuple[str, str, str], ...] = (
         "pre-quantized base served as a merged model",
         "330-prequantized-merged-serve.yaml",
     ),
+    (
+        "Methods",
+        "pre-quantized base with export.dtype or max_shard_size",
+        "333-prequantized-export-dtype.yaml",
+    ),
     ("Methods", "pre-quantized base on pins.target cpu", "331-prequantized-cpu.yaml"),
     ("Methods", "pre-quantized base with DoRA", "332-prequantized-dora.yaml"),
     ("Methods", "pre-quantized base with full or freeze", "288-prequantized-full.yaml"),

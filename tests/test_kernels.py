@@ -161,6 +161,10 @@ def test_prequantized_base_exports_and_serves_the_adapter_beside_the_base(
     assert "    --enable-lora \\\n" in serve and "exec vllm serve ../tiny-llama \\\n" in serve
     assert "Modelfile" not in files
     assert yaml.safe_load(files["spec.yaml"])["export"]["ollama"] is False
+    # No merge, so none of the merged export's settings: not in config.yaml, nor config.py.
+    config = yaml.safe_load(files["config.yaml"])
+    assert not {"export_dtype", "export_max_shard_size", "export_extra_adapters"} & set(config)
+    assert "export_dtype" not in files["config.py"]
     pins = _pins(files["requirements.txt"])
     resolved = _resolution(f"resolution_{method}_py3.12.txt")
     assert pins["gptqmodel"] == "7.6.0" and ("optimum" in pins) == (method == "gptq")
