@@ -25,6 +25,7 @@ from test_cuda_target import _hadolint
 from lfc.errors import SpecError
 from lfc.pins import training_pins
 from lfc.pipeline import compile_file
+from lfc.verify import verify_project
 from lfc.writer import write_project
 
 from conftest import FIXTURES, write_variant
@@ -144,7 +145,8 @@ def test_prequantized_base_exports_and_serves_the_adapter_beside_the_base(
     chat.py/serve.py put the exported adapter on the base, vLLM serves base + adapter, and
     gptqmodel (+ optimum for GPTQ) is pinned from the recorded resolution."""
     model = {"name_or_path": "../tiny-llama", "prequantized": method}
-    _, files = _project(tmp_path, {"model": model, **PREQUANTIZED})
+    project, files = _project(tmp_path, {"model": model, **PREQUANTIZED})
+    assert verify_project(project) == []  # its normalized spec passes the rules again
     export = files["export.py"]
     assert "model = PeftModel.from_pretrained(model, str(trained))\n" in export
     assert (
