@@ -38,14 +38,12 @@ def training_pins(
     entry = _matrix()[target]
     packages = dict(entry["training"])
     reason = entry["description"]
-    override = entry.get("stages", {}).get(stage)
-    if override:
-        packages.update(override["packages"])
-        reason += f" Stage {stage}: {override['reason']}"
-    override = entry.get("plugins", {}).get(plugin)
-    if override:
-        packages.update(override["packages"])
-        reason += f" Plugin {plugin}: {override['reason']}"
+    # Overrides of the set for one stage or one image plugin, each with the reason it needs.
+    for group, key, label in (("stages", stage, "Stage"), ("plugins", plugin, "Plugin")):
+        override = entry.get(group, {}).get(key)
+        if override:
+            packages.update(override["packages"])
+            reason += f" {label} {key}: {override['reason']}"
     for extra in extras:
         packages.update(entry["extras"][extra])
     if extras:
