@@ -19,6 +19,7 @@ from lfc.schemas.spec import (
     CONVERTED_INITS,
     NAMED_TRACKERS,
     STAGE_SHAPES,
+    VIDEO_KEYS,
     ApolloOptimizer,
     BadamOptimizer,
     CustomTemplate,
@@ -46,8 +47,16 @@ READERS = {
 TABULAR_BUILDERS = {".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
 # Media columns of a dataset; left out of data.py's DATASETS when unset.
 MEDIA_COLUMNS = ("images", "videos", "audios")
-# Image files a dataset's media_dir may hold (copied into the project).
+# Image and video files a dataset's media_dir may hold (copied into the project).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+
+def media_suffixes(columns: object) -> tuple[str, ...]:
+    """The file types a dataset's media_dir gives the project: its images, its videos."""
+    images = IMAGE_SUFFIXES if getattr(columns, "images", None) else ()
+    return images + (VIDEO_SUFFIXES if getattr(columns, "videos", None) else ())
+
 
 # What data.py makes for each stage (its docstring).
 _PRODUCTS = {
@@ -195,8 +204,22 @@ class Plan:
 
     @property
     def has_images(self) -> bool:
-        """A dataset has an images column (rows carry images)."""
+        """A dataset has an images or videos column (rows carry media files)."""
         return any(d.media_dir is not None for d in self.datasets)
+
+    @property
+    def qwen_vl(self) -> bool:
+        """A Qwen2-VL or Qwen2.5-VL model (patch-merger ViT, 3D rotary positions)."""
+        multimodal = self.spec.model.multimodal
+        return multimodal is not None and multimodal.plugin in ("qwen2_vl", "qwen2_5_vl")
+
+    @property
+    def has_videos(self) -> bool:
+        """A dataset has a videos column: data.py, chat.py and serve.py decode videos."""
+        return any(
+            getattr(getattr(d, "columns", None), "videos", None) is not None
+            for d in self.spec.data.resolved
+        )
 
     @property
     def stage(self) -> str:
@@ -366,9 +389,11 @@ class Plan:
         if stage in ("pt", "ppo"):
             return [("input_ids", "ids")]
         if stage == "sft" and self.multimodal:
-            # image_files: the row's images for train.py's collator (not "images": TRL would
-            # take the rows for raw vision data and process them again).
-            return [("input_ids", "ids"), ("labels", "ids"), ("image_files", "paths")]
+            # image_files (video_files): the row's media for train.py's collator (not "images":
+            # TRL would take the rows for raw vision data and process them again).
+            media = [("image_files", "paths")]
+            media += [("video_files", "paths")] if self.has_videos else []
+            return [("input_ids", "ids"), ("labels", "ids"), *media]
         if stage == "sft":
             return [("input_ids", "ids"), ("labels", "ids")]
         if stage == "rm":
@@ -480,6 +505,8 @@ def _config(spec: Spec) -> dict[str, dict[str, Any]]:
                 "freeze_projector": model.multimodal.freeze_projector,
             }
         )
+        if any(getattr(getattr(d, "columns", None), "videos", None) for d in spec.data.resolved):
+            groups["model"].update({key: getattr(model.multimodal, key) for key in VIDEO_KEYS})
     if model.rope_scaling is not None:
         groups["model"]["rope_scaling_type"] = model.rope_scaling.type
         groups["model"]["rope_scaling_factor"] = model.rope_scaling.factor
@@ -676,8 +703,9 @@ def _dataset_plan(
     if dataset.media_dir is not None:
         media = dataset.media_dir.rstrip("/") + "/"
         media = "" if media == "./" else media
-        images = [p for p in input_paths if p.lower().endswith(IMAGE_SUFFIXES)]
-        media_sources = tuple(sorted(p for p in images if p.startswith(media)))
+        suffixes = media_suffixes(dataset.columns)
+        files_here = [p for p in input_paths if p.lower().endswith(suffixes)]
+        media_sources = tuple(sorted(p for p in files_here if p.startswith(media)))
         media_files = tuple(f"data/{name}-media/{p[len(media) :]}" for p in media_sources)
     return DatasetPlan(
         name,
@@ -742,6 +770,8 @@ def _extras(spec: Spec) -> tuple[str, ...]:
         extras.append(spec.train.optimizer.kind)  # galore, apollo or badam
     if spec.model.multimodal is not None:
         extras.append("pillow")  # data.py and train.py open the images
+    if any(getattr(getattr(d, "columns", None), "videos", None) for d in spec.data.resolved):
+        extras.append("av")  # PyAV (ffmpeg inside its wheel) decodes the videos
     if spec.model.prequantized is not None:
         extras.append(spec.model.prequantized)  # gptqmodel (+ optimum for gptq) loads the base
     return tuple(extras)

@@ -6,9 +6,11 @@ is reachable. Its vocabulary holds the special tokens of every text registry tem
 LLaVA image-text model instead (CLIP vision tower, projector, the Llama as language model)
 with its processor (a PIL CLIP image processor, no torchvision) and the `llava` template;
 `architecture="qwen2_vl"` a Qwen2-VL model (its ViT and patch merger, a Qwen2-VL language
-model of the same tiny size) with its processor and the `qwen2_vl` template. Qwen2VLProcessor
-holds a video processor, which needs torchvision: build it where the qwen2_vl pins
-(torch 2.14.1, torchvision 0.29.1) are installed.
+model of the same tiny size) with its processor and the `qwen2_vl` template;
+`architecture="qwen2_5_vl"` the same for Qwen2.5-VL (its windowed ViT, RMSNorm and SwiGLU
+blocks), with the same template. Their processors hold a video processor, which needs
+torchvision: build them where the qwen2_vl pins (torch 2.14.1, torchvision 0.29.1) are
+installed.
 Needs the optional stack (`pip install 'lfc[tiny]'`); imported only by that command.
 """
 
@@ -24,12 +26,12 @@ BASE_TOKENS = ("<|begin_of_text|>", "<|end_of_text|>", "<|pad|>")
 DEFAULT_BOS, DEFAULT_EOS, PAD = BASE_TOKENS
 
 
-Architecture = Literal["llama", "llava", "qwen2_vl"]
-ARCHITECTURES: tuple[Architecture, ...] = ("llama", "llava", "qwen2_vl")
+Architecture = Literal["llama", "llava", "qwen2_vl", "qwen2_5_vl"]
+ARCHITECTURES: tuple[Architecture, ...] = ("llama", "llava", "qwen2_vl", "qwen2_5_vl")
+# The template each image-text architecture is built with.
+TEMPLATES = {"llava": "llava", "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_vl"}
 # The image model's image: 28x28 pixels, 14x14 patches, so 4 image tokens per image.
 IMAGE_SIZE, PATCH_SIZE = 28, 14
-# Qwen2-VL's processor also looks up its video token, which the image template never writes.
-QWEN2_VL_VIDEO_TOKEN = "<|video_pad|>"
 
 
 def special_tokens(architecture: Architecture = "llama") -> list[str]:
@@ -42,12 +44,10 @@ def special_tokens(architecture: Architecture = "llama") -> list[str]:
         entry = get_template(name)
         if architecture == "llama" and entry.image_token is not None:
             continue
-        if architecture != "llama" and name != architecture:
+        if architecture != "llama" and name != TEMPLATES[architecture]:
             continue
         found.update(entry.special_tokens, entry.stop_tokens)
         found.update(t for t in (entry.bos_token, entry.eos_token) if t)
-    if architecture == "qwen2_vl":
-        found.add(QWEN2_VL_VIDEO_TOKEN)
     return [*BASE_TOKENS, *sorted(found - set(BASE_TOKENS))]
 
 
@@ -89,7 +89,7 @@ def build_tiny_model(
 ) -> Path:
     """Write a tokenizer and a random Llama (LLaVA, Qwen2-VL) model into `out`; returns `out`."""
     if architecture != "llama":
-        template = template or architecture
+        template = template or TEMPLATES[architecture]
     entry = get_template(template) if template else None
     bos = (entry and entry.bos_token) or DEFAULT_BOS
     eos = (entry and entry.eos_token) or DEFAULT_EOS
@@ -139,8 +139,8 @@ def build_tiny_model(
     if architecture == "llava":
         _save_llava(out, config, fast, get_template(template).source)
         return out
-    if architecture == "qwen2_vl":
-        _save_qwen2_vl(out, config, fast, get_template(template).source)
+    if architecture in ("qwen2_vl", "qwen2_5_vl"):
+        _save_qwen_vl(out, config, fast, get_template(template).source, architecture)
         return out
     model = LlamaForCausalLM(config)
     model.save_pretrained(out)
@@ -189,17 +189,27 @@ def _save_llava(out: Path, text_config, tokenizer, chat_template: str) -> None:
     processor.save_pretrained(out)
 
 
-def _save_qwen2_vl(out: Path, text_config, tokenizer, chat_template: str) -> None:
-    """A Qwen2-VL model with the sizes of the Llama `text_config`, and its processor, in `out`."""
+def _save_qwen_vl(
+    out: Path, text_config, tokenizer, chat_template: str, architecture: Architecture
+) -> None:
+    """A Qwen2-VL (Qwen2.5-VL) model with the sizes of the Llama `text_config`, and its
+    processor, in `out`."""
     try:
-        from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+        from transformers import (
+            Qwen2_5_VLConfig,
+            Qwen2_5_VLForConditionalGeneration,
+            Qwen2_5_VLProcessor,
+            Qwen2VLConfig,
+            Qwen2VLForConditionalGeneration,
+            Qwen2VLProcessor,
+        )
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
             Qwen2VLImageProcessorPil,
         )
         from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
     except ImportError as exc:
         raise SystemExit(
-            f"a tiny qwen2_vl model needs torchvision for its video processor ({exc.name} is "
+            f"a tiny {architecture} model needs torchvision for its video processor ({exc.name} is "
             "missing): pip install torch==2.14.1 torchvision==0.29.1"
         ) from None
 
@@ -224,27 +234,35 @@ def _save_qwen2_vl(out: Path, text_config, tokenizer, chat_template: str) -> Non
     sections = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
     text["rope_parameters"] = {"rope_type": "default", "mrope_section": sections}
     ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in _QWEN2_VL_IDS.items()}
-    config = Qwen2VLConfig(
-        vision_config={
-            "depth": 1,
-            "embed_dim": 32,
-            "hidden_size": text_config.hidden_size,  # the merger's output: the text width
-            "num_heads": 2,
-            "mlp_ratio": 2,
-            "patch_size": PATCH_SIZE,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-        },
-        text_config=text,
-        tie_word_embeddings=False,
-        **ids,
-    )
-    Qwen2VLForConditionalGeneration(config).save_pretrained(out)
+    vision = {
+        "depth": 1,
+        "num_heads": 2,
+        "patch_size": PATCH_SIZE,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+    }
+    if architecture == "qwen2_vl":
+        vision.update(embed_dim=32, mlp_ratio=2, hidden_size=text_config.hidden_size)
+        classes = (Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor)
+    else:
+        # Qwen2.5-VL: hidden_size is the ViT's width, out_hidden_size the merger's output.
+        vision.update(
+            hidden_size=32,
+            intermediate_size=64,
+            out_hidden_size=text_config.hidden_size,
+            window_size=4 * PATCH_SIZE,
+            fullatt_block_indexes=[0],
+            tokens_per_second=2,
+        )
+        classes = (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor)
+    config_class, model_class, processor_class = classes
+    config = config_class(vision_config=vision, text_config=text, tie_word_embeddings=False, **ids)
+    model_class(config).save_pretrained(out)
     # A 28x28 image is one merged 2x2 group of patches: its smallest size, one image token.
     images = Qwen2VLImageProcessorPil(
         min_pixels=IMAGE_SIZE * IMAGE_SIZE, max_pixels=4 * IMAGE_SIZE * IMAGE_SIZE
     )
-    processor = Qwen2VLProcessor(
+    processor = processor_class(
         image_processor=images,
         tokenizer=tokenizer,
         video_processor=Qwen2VLVideoProcessor(),
@@ -255,7 +273,7 @@ def _save_qwen2_vl(out: Path, text_config, tokenizer, chat_template: str) -> Non
 
 _QWEN2_VL_IDS = {
     "image_token_id": "<|image_pad|>",
-    "video_token_id": QWEN2_VL_VIDEO_TOKEN,
+    "video_token_id": "<|video_pad|>",
     "vision_start_token_id": "<|vision_start|>",
     "vision_end_token_id": "<|vision_end|>",
 }

@@ -126,26 +126,57 @@ class RopeScalingSpec(Section):
 
 
 class MultimodalSpec(Section):
-    plugin: Literal["llava", "qwen2_vl"] = Field(
-        description="The model family's image plugin: how images become tokens. `llava` "
-        "(LLaVA-1.5 style: CLIP vision tower, projector, `<image>` expanded to one token per "
-        "patch); `qwen2_vl` (Qwen2-VL: its ViT with a patch merger, `<|image_pad|>` expanded "
-        "to one token per merged 28x28 patch; pins torch 2.14.1 and torchvision 0.29.1)."
+    plugin: Literal["llava", "qwen2_vl", "qwen2_5_vl"] = Field(
+        description="The model family's image plugin: how images (and videos) become tokens. "
+        "`llava` (LLaVA-1.5 style: CLIP vision tower, projector, `<image>` expanded to one "
+        "token per patch; images only); `qwen2_vl` (Qwen2-VL: its ViT with a patch merger, "
+        "`<|image_pad|>` / `<|video_pad|>` expanded to one token per merged 28x28 patch, two "
+        "video frames per temporal patch); `qwen2_5_vl` (Qwen2.5-VL: the same processing, plus "
+        "each video's seconds per temporal patch for its time-aligned rotary positions). Both "
+        "Qwen plugins use the `qwen2_vl` template and pin torch 2.14.1 and torchvision 0.29.1."
     )
     image_max_pixels: int = Field(
         default=768 * 768,
         gt=0,
         le=2**26,
         description="Images larger than this many pixels are scaled down (aspect kept) before "
-        "the image processor sees them (LLaMA-Factory's image_max_pixels); with qwen2_vl also "
-        "the image processor's max_pixels.",
+        "the image processor sees them (LLaMA-Factory's image_max_pixels); with the Qwen "
+        "plugins also the image processor's max_pixels.",
     )
     image_min_pixels: int = Field(
         default=32 * 32,
         gt=0,
         le=2**26,
         description="Images smaller than this many pixels are scaled up (aspect kept) first; "
-        "with qwen2_vl also the image processor's min_pixels.",
+        "with the Qwen plugins also the image processor's min_pixels.",
+    )
+    video_fps: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="Video frames sampled per second of video, evenly spread over it "
+        "(LLaMA-Factory's video_fps); Qwen plugins only.",
+    )
+    video_maxlen: int = Field(
+        default=128,
+        ge=1,
+        le=768,
+        description="At most this many frames per video (LLaMA-Factory's video_maxlen); an odd "
+        "count gets its last frame repeated, as Qwen's two-frame temporal patches need.",
+    )
+    video_max_pixels: int = Field(
+        default=256 * 256,
+        gt=0,
+        le=2**26,
+        description="Video frames larger than this many pixels are scaled down (aspect kept, "
+        "to multiples of 28) by the video processor (LLaMA-Factory's video_max_pixels).",
+    )
+    video_min_pixels: int = Field(
+        default=16 * 16,
+        gt=0,
+        le=2**26,
+        description="Video frames smaller than this many pixels are scaled up "
+        "(LLaMA-Factory's video_min_pixels).",
     )
     freeze_vision_tower: bool = Field(
         default=True,
@@ -162,7 +193,25 @@ class MultimodalSpec(Section):
         if self.image_min_pixels > self.image_max_pixels:
             message = "image_min_pixels is larger than image_max_pixels"
             raise RuleError(("image_min_pixels",), message)
+        if self.video_min_pixels > self.video_max_pixels:
+            message = "video_min_pixels is larger than video_max_pixels"
+            raise RuleError(("video_min_pixels",), message)
+        if self.plugin == "llava":
+            for key in VIDEO_KEYS:
+                if key in self.model_fields_set:
+                    raise RuleError(
+                        (key,),
+                        "the llava plugin reads images only: video settings need qwen2_vl "
+                        "or qwen2_5_vl",
+                    )
         return self
+
+
+# model.multimodal keys that only a video plugin reads.
+VIDEO_KEYS = ("video_fps", "video_maxlen", "video_max_pixels", "video_min_pixels")
+# The plugins that read videos, and the template each renders with.
+VIDEO_PLUGINS = ("qwen2_vl", "qwen2_5_vl")
+PLUGIN_TEMPLATES = {"llava": "llava", "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_vl"}
 
 
 class ModelSpec(Section):
@@ -736,7 +785,10 @@ class SharegptColumns(Section):
         "media_dir); each `<image>` in the turns takes the next one. Needs model.multimodal.",
     )
     videos: str | None = Field(
-        default=None, description="Column of a row's video files: not supported yet."
+        default=None,
+        description="Column of a row's video files (a list, paths relative to the dataset's "
+        "media_dir); each `<video>` in the turns takes the next one. Needs model.multimodal "
+        "plugin qwen2_vl or qwen2_5_vl.",
     )
     audios: str | None = Field(
         default=None, description="Column of a row's audio files: not supported yet."
@@ -764,7 +816,10 @@ class OpenaiColumns(Section):
         "media_dir); each `<image>` in the turns takes the next one. Needs model.multimodal.",
     )
     videos: str | None = Field(
-        default=None, description="Column of a row's video files: not supported yet."
+        default=None,
+        description="Column of a row's video files (a list, paths relative to the dataset's "
+        "media_dir); each `<video>` in the turns takes the next one. Needs model.multimodal "
+        "plugin qwen2_vl or qwen2_5_vl.",
     )
     audios: str | None = Field(
         default=None, description="Column of a row's audio files: not supported yet."
@@ -888,30 +943,33 @@ class _DatasetBase(Section):
         return self
 
     def _media_rules(self) -> None:
-        for kind in ("videos", "audios"):
-            if getattr(self.columns, kind, None) is not None:
-                raise RuleError(
-                    ("columns", kind),
-                    f"not supported yet: {kind} columns (lfc's image plugins, llava and "
-                    "qwen2_vl, read images only)",
-                )
-        images = getattr(self.columns, "images", None)
-        if images is None:
+        if getattr(self.columns, "audios", None) is not None:
+            raise RuleError(
+                ("columns", "audios"),
+                "not supported yet: audios columns (lfc's plugins, llava, qwen2_vl and "
+                "qwen2_5_vl, read images and videos only)",
+            )
+        media = [k for k in ("images", "videos") if getattr(self.columns, k, None) is not None]
+        if not media:
             if self.media_dir is not None:
-                message = "media_dir holds the images of an `images` column: set columns.images"
+                message = (
+                    "media_dir holds the files of an `images` or `videos` column: set "
+                    "columns.images or columns.videos"
+                )
                 raise RuleError(("media_dir",), message)
             return
+        kind = media[0]
         if self.hub is not None:
             raise RuleError(
-                ("columns", "images"),
-                "not supported yet: images of a hub dataset (give a local file and media_dir)",
+                ("columns", kind),
+                f"not supported yet: {kind} of a hub dataset (give a local file and media_dir)",
             )
         if self.ranking or getattr(self.columns, "kto_tag", None):
-            raise RuleError(("columns", "images"), "not supported yet: images in preference data")
+            raise RuleError(("columns", kind), f"not supported yet: {kind} in preference data")
         if self.media_dir is None:
             raise RuleError(
-                ("columns", "images"),
-                "an `images` column needs `media_dir`: the folder its paths are relative to",
+                ("columns", kind),
+                f"an `{kind}` column needs `media_dir`: the folder its paths are relative to",
             )
 
     @property
@@ -1567,6 +1625,13 @@ class ServeSpec(Section):
         description="vLLM, image models only: most images one request may hold "
         "(--limit-mm-per-prompt).",
     )
+    max_videos_per_prompt: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="vLLM, projects trained on videos only: most videos one request may hold "
+        "(--limit-mm-per-prompt).",
+    )
 
     @field_validator("host")
     @classmethod
@@ -1772,25 +1837,52 @@ class Spec(Section):
     def _multimodal_rules(self) -> None:
         """An image model: what is supported with it, each refusal at its key."""
         multimodal = self.model.multimodal
+        media = [
+            (index, kind)
+            for index, dataset in enumerate(self.data.datasets)
+            for kind in ("images", "videos")
+            if getattr(getattr(dataset, "columns", None), kind, None) is not None
+        ]
+        videos = any(kind == "videos" for _, kind in media)
+        if "max_videos_per_prompt" in self.serve.model_fields_set and not videos:
+            raise RuleError(
+                ("serve", "max_videos_per_prompt"),
+                "applies to projects trained on videos (a videos column); remove it",
+            )
         if multimodal is None:
-            for index, dataset in enumerate(self.data.datasets):
-                if getattr(getattr(dataset, "columns", None), "images", None) is not None:
-                    raise RuleError(
-                        ("data", "datasets", index, "columns", "images"),
-                        "an images column needs an image model: set model.multimodal",
-                    )
+            for index, kind in media:
+                raise RuleError(
+                    ("data", "datasets", index, "columns", kind),
+                    f"an {kind} column needs an image model: set model.multimodal",
+                )
             return
-        if multimodal.plugin == "qwen2_vl" and self.pins.target != "cpu":
+        if multimodal.plugin in VIDEO_PLUGINS and not videos:
+            for key in VIDEO_KEYS:
+                if key in multimodal.model_fields_set:
+                    raise RuleError(
+                        ("model", "multimodal", key),
+                        "no dataset has a videos column, so no video is read: remove it",
+                    )
+        if multimodal.plugin not in VIDEO_PLUGINS:
+            for index, kind in media:
+                if kind == "videos":
+                    raise RuleError(
+                        ("data", "datasets", index, "columns", kind),
+                        f"the {multimodal.plugin} plugin reads images only: a videos column "
+                        "needs model.multimodal plugin qwen2_vl or qwen2_5_vl",
+                    )
+        if multimodal.plugin in VIDEO_PLUGINS and self.pins.target != "cpu":
             raise RuleError(
                 ("model", "multimodal", "plugin"),
-                f"not supported yet: qwen2_vl with pins.target {self.pins.target} (its "
-                "Qwen2VLProcessor needs torchvision, and only the cpu set's torch 2.14.1 + "
+                f"not supported yet: {multimodal.plugin} with pins.target {self.pins.target} "
+                "(its processor needs torchvision, and only the cpu set's torch 2.14.1 + "
                 "torchvision 0.29.1 was installed and tested together)",
             )
-        if self.template != multimodal.plugin:
+        template = PLUGIN_TEMPLATES[multimodal.plugin]
+        if self.template != template:
             raise RuleError(
                 ("template",),
-                f"the {multimodal.plugin} plugin renders images with the `{multimodal.plugin}` "
+                f"the {multimodal.plugin} plugin renders images with the `{template}` "
                 f"template (its image token); got {self.template!r}",
             )
         refused: list[tuple[tuple[str, ...], bool, str]] = [
