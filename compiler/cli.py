@@ -227,12 +227,12 @@ def tiny_model(
     architecture: Annotated[
         str,
         typer.Option(
-            help="llama (a causal LM), llava or qwen2_vl (an image-text model with its "
-            "processor and the template of that name; qwen2_vl needs torchvision)."
+            help="llama (a causal LM), llava, qwen2_vl or qwen2_5_vl (an image-text model with "
+            "its processor and its template; the Qwen ones need torchvision)."
         ),
     ] = "llama",
 ) -> None:
-    """Build a tiny random Llama (LLaVA, Qwen2-VL) model and BPE tokenizer (no hub needed)."""
+    """Build a tiny random Llama (LLaVA, Qwen2-VL, Qwen2.5-VL) model and BPE tokenizer."""
     from lfc.chat_templates import template_names
     from lfc.suggest import did_you_mean
     from lfc.tiny_model import ARCHITECTURES, build_tiny_model

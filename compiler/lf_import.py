@@ -139,9 +139,6 @@ UNSUPPORTED: dict[str, str] = {
     "export_quantization_bit": "an export config: use export.quantization",
     "export_quantization_dataset": "GPTQ export is not supported",
     "infer_backend": "an inference config: use chat.py, serve.py or serve_vllm.sh",
-    "video_max_pixels": "not supported yet: video (lfc's image plugins read images only)",
-    "video_fps": "not supported yet: video (lfc's image plugins read images only)",
-    "video_maxlen": "not supported yet: video (lfc's image plugins read images only)",
     "freeze_language_model": "not supported yet: a frozen language model",
     "train_mm_proj_only": "not supported yet: training the projector only",
     "use_adam_mini": "Adam-mini is not supported yet",
@@ -324,16 +321,34 @@ IMAGE_KEYS = {
 }
 
 
+# LLaMA-Factory's video keys -> model.multimodal fields (with template qwen2_vl).
+VIDEO_KEYS = ("video_fps", "video_maxlen", "video_max_pixels", "video_min_pixels")
+
+
+def _plugin(state: _State, template: str) -> str:
+    """LLaMA-Factory renders Qwen2-VL and Qwen2.5-VL with one template, qwen2_vl: lfc's
+    plugin follows the model's name."""
+    name = str(state.config.get("model_name_or_path", "")).lower()
+    if template == "qwen2_vl" and ("qwen2.5-vl" in name or "qwen2_5_vl" in name):
+        why = "a Qwen2.5-VL model (by its name): plugin qwen2_5_vl, template qwen2_vl"
+        state.notes.append(("template", why))
+        return "qwen2_5_vl"
+    return template
+
+
 def _template(state: _State, value: Any) -> None:
     if value in IMAGE_PLUGINS:
         state.spec["template"] = value
         multimodal = state.spec.setdefault("model", {}).setdefault("multimodal", {})
-        multimodal["plugin"] = value
+        multimodal["plugin"] = _plugin(state, value)
         for key, field_name in IMAGE_KEYS.items():
             if key in state.config:
                 multimodal[field_name] = state.config[key]
+        for key in VIDEO_KEYS if value == "qwen2_vl" else ():
+            if key in state.config:
+                multimodal[key] = state.config[key]
     elif value in MULTIMODAL_TEMPLATES:
-        why = "lfc has the llava and qwen2_vl image plugins only"
+        why = "lfc has the llava and qwen2_vl (Qwen2-VL, Qwen2.5-VL) plugins only"
         state.refused.append(("template", f"{value!r} is multimodal; not supported yet: {why}"))
     elif value not in TEMPLATES:
         known = ", ".join(sorted(TEMPLATES))
@@ -545,6 +560,15 @@ HANDLERS: dict[str, Callable[[_State, Any], None]] = {
             or state.notes.append((key, f"{value!r}: no effect without an image model"))
         )
         for key in IMAGE_KEYS
+    },
+    **{
+        key: lambda state, value, key=key: (
+            state.config.get("template") == "qwen2_vl"
+            or state.refused.append(
+                (key, f"{value!r}: video needs template qwen2_vl (Qwen2-VL, Qwen2.5-VL)")
+            )
+        )
+        for key in VIDEO_KEYS
     },
     "bf16": lambda state, value: _precision(state, "bf16", value),
     "fp16": lambda state, value: _precision(state, "fp16", value),

@@ -967,9 +967,11 @@ class _DatasetBase(Section):
         if self.ranking or getattr(self.columns, "kto_tag", None):
             raise RuleError(("columns", kind), f"not supported yet: {kind} in preference data")
         if self.media_dir is None:
+            article = "an" if kind == "images" else "a"
             raise RuleError(
                 ("columns", kind),
-                f"an `{kind}` column needs `media_dir`: the folder its paths are relative to",
+                f"{article} `{kind}` column needs `media_dir`: the folder its paths are "
+                "relative to",
             )
 
     @property
@@ -1853,7 +1855,10 @@ class Spec(Section):
             for index, kind in media:
                 raise RuleError(
                     ("data", "datasets", index, "columns", kind),
-                    f"an {kind} column needs an image model: set model.multimodal",
+                    "an images column needs an image model: set model.multimodal"
+                    if kind == "images"
+                    else "a videos column needs a video model: set model.multimodal "
+                    "(plugin qwen2_vl or qwen2_5_vl)",
                 )
             return
         if multimodal.plugin in VIDEO_PLUGINS and not videos:

@@ -60,12 +60,19 @@ def _videos(paths: list[str], settings: dict) -> tuple[list, list]:
 
 
 def ids(model_dir: str, template: str, max_pixels: str, min_pixels: str) -> None:
+    """Answers a request, or a list of them (one process: one import of transformers)."""
+    request = json.loads(sys.stdin.read())
+    requests = request if isinstance(request, list) else [request]
+    source = Path(template).read_text()
+    out = [_ids(model_dir, source, int(max_pixels), int(min_pixels), one) for one in requests]
+    print(json.dumps(out if isinstance(request, list) else out[0]))
+
+
+def _ids(model_dir: str, template: str, high: int, low: int, request: dict) -> dict:
     from PIL import Image
     from transformers import AutoProcessor
 
-    request = json.loads(sys.stdin.read())
     processor = AutoProcessor.from_pretrained(model_dir)
-    high, low = int(max_pixels), int(min_pixels)
     processor.image_processor.size = {"shortest_edge": low, "longest_edge": high}
     images = []
     for path in request.get("images", []):
@@ -82,7 +89,7 @@ def ids(model_dir: str, template: str, max_pixels: str, min_pixels: str) -> None
         processor.video_processor.size = size
     text = processor.apply_chat_template(
         request["messages"],
-        chat_template=Path(template).read_text(),
+        chat_template=template,
         add_generation_prompt=request["generation_prompt"],
         tokenize=False,
     )
@@ -99,7 +106,7 @@ def ids(model_dir: str, template: str, max_pixels: str, min_pixels: str) -> None
         out["frames"] = [len(frames) for frames in videos]
         if "second_per_grid_ts" in encoded:
             out["second_per_grid_ts"] = [float(t) for t in encoded["second_per_grid_ts"]]
-    print(json.dumps(out))
+    return out
 
 
 if __name__ == "__main__":

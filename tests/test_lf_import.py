@@ -207,7 +207,7 @@ def test_llava_image_keys_map_onto_model_multimodal() -> None:
     text = import_llamafactory({**MINIMAL, "template": "qwen", "image_max_pixels": 4096})
     assert "multimodal" not in text.spec["model"]
     assert ("image_max_pixels", "4096: no effect without an image model") in text.notes
-    with pytest.raises(SpecError, match="video_fps: not supported yet: video"):
+    with pytest.raises(SpecError, match="video_fps: 2.0: video needs template qwen2_vl"):
         import_llamafactory({**MINIMAL, "template": "llava", "video_fps": 2.0})
 
 
@@ -219,6 +219,18 @@ def test_qwen2_vl_template_maps_onto_the_qwen2_vl_plugin() -> None:
     assert spec["model"]["multimodal"] == expected
 
 
+def test_qwen2_vl_template_with_a_qwen2_5_vl_model_and_video_keys() -> None:
+    # LLaMA-Factory renders Qwen2.5-VL with template qwen2_vl too: the plugin follows the name.
+    video = {"video_fps": 1.0, "video_maxlen": 64, "video_max_pixels": 16384}
+    config = {**MINIMAL, "model_name_or_path": "Qwen/Qwen2.5-VL-7B-Instruct", **video}
+    imported = import_llamafactory({**config, "template": "qwen2_vl"})
+    assert imported.spec["template"] == "qwen2_vl"
+    assert imported.spec["model"]["multimodal"] == {"plugin": "qwen2_5_vl", **video}
+    assert any("Qwen2.5-VL" in why for key, why in imported.notes if key == "template")
+    qwen2 = import_llamafactory({**MINIMAL, "template": "qwen2_vl", "video_min_pixels": 1024})
+    assert qwen2.spec["model"]["multimodal"] == {"plugin": "qwen2_vl", "video_min_pixels": 1024}
+
+
 def test_registry_images_column_reads_media_from_the_registry_folder() -> None:
     from lfc.registry import RegistryError, translate_entry
 
@@ -227,8 +239,11 @@ def test_registry_images_column_reads_media_from_the_registry_folder() -> None:
     assert dataset["columns"]["images"] == "images"
     assert dataset["media_dir"] == "lf"
     assert dataset["path"] == "lf/mllm_demo.json"
-    with pytest.raises(RegistryError, match=r"columns \['videos'\] are not supported yet"):
-        translate_entry("mllm_video_demo", registry["mllm_video_demo"], "lf", "sft")
+    video = translate_entry("mllm_video_demo", registry["mllm_video_demo"], "lf", "sft")
+    assert video["columns"]["videos"] == "videos"
+    assert video["media_dir"] == "lf"
+    with pytest.raises(RegistryError, match=r"columns \['audios'\] are not supported yet"):
+        translate_entry("mllm_audio_demo", registry["mllm_audio_demo"], "lf", "sft")
 
 
 def test_llamafactory_defaults_are_written_when_absent() -> None:

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -137,8 +138,9 @@ def video_env(
     return python, env, model
 
 
-def _expected(python: str, env: dict, model: Path, project: Path, request: dict) -> dict:
-    """The tiny model's own processor output for `request` (run in the project's env)."""
+def _expected(python: str, env: dict, model: Path, project: Path, request: dict | list) -> Any:
+    """The tiny model's own processor output for `request` (a list: for each; run in the
+    project's env)."""
     template = str(project / "chat_template.jinja")
     command = [python, str(PROBE), "ids", str(model), template, str(MAX_PIXELS), str(MIN_PIXELS)]
     result = subprocess.run(
@@ -269,15 +271,22 @@ def test_qwen2_vl_video_lora_trains_exports_and_answers_about_a_video(
     demo = json.loads((DEMO / "mllm_video_demo.json").read_text())
     tokenizer = json.loads((model / "tokenizer.json").read_text())
     vocab = {entry["content"]: entry["id"] for entry in tokenizer["added_tokens"]}
-    for row, example in zip(rows, demo, strict=True):
-        assert row["video_files"] == [f"data/mllm_video_demo-media/{p}" for p in example["videos"]]
-        request = {
+    requests = [
+        {
             "messages": _video_parts(example["messages"]),
             "videos": [str(DEMO / path) for path in example["videos"]],
             "video": VIDEO,
             "generation_prompt": False,
         }
-        expected = _expected(python, env, model, project, request)
+        for example in demo
+    ]
+    question = [
+        {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What happens?"}]}
+    ]
+    ask = {"messages": question, "videos": [str(CLIP)], "video": VIDEO, "generation_prompt": True}
+    *answers, prompt = _expected(python, env, model, project, [*requests, ask])
+    for row, example, expected in zip(rows, demo, answers, strict=True):
+        assert row["video_files"] == [f"data/mllm_video_demo-media/{p}" for p in example["videos"]]
         assert row["input_ids"] == expected["ids"]
         # 1 frame a second of a 5-6 s clip, capped at 5: the processor pads 5 frames to 6.
         assert expected["frames"] == [5]
@@ -304,21 +313,11 @@ def test_qwen2_vl_video_lora_trains_exports_and_answers_about_a_video(
         {"type": "video_url", "video_url": {"url": f"data:video/mp4;base64,{clip}"}},
         {"type": "text", "text": "What happens?"},
     ]
-    question = [
-        {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What happens?"}]}
-    ]
-    request = {
-        "messages": question,
-        "videos": [str(CLIP)],
-        "video": VIDEO,
-        "generation_prompt": True,
-    }
-    prompt = _expected(python, env, model, project, request)["ids"]
     with serving(python, project, env) as url:
         client = openai.OpenAI(base_url=url, api_key="unused")
         messages = [{"role": "user", "content": parts}]
         reply = client.chat.completions.create(model="lfc-model", messages=messages, max_tokens=3)
-        assert reply.usage.prompt_tokens == len(prompt)
+        assert reply.usage.prompt_tokens == len(prompt["ids"])
         assert reply.choices[0].finish_reason in ("stop", "length")
         elsewhere = [{"type": "video_url", "video_url": {"url": "http://example.com/a.mp4"}}]
         with pytest.raises(openai.BadRequestError, match="data:video"):
@@ -412,20 +411,22 @@ def test_qwen2_5_vl_trains_on_images_and_videos_exports_and_answers_about_an_ima
 
     rows = load_from_disk(str(project / "data/processed/dataset"))["train"]
     image_demo = json.loads((DEMO / "mllm_demo.json").read_text())[0]
-    request = {
-        "messages": _parts(image_demo["messages"]),
-        "images": [str(DEMO / path) for path in image_demo["images"]],
-        "generation_prompt": False,
-    }
-    assert rows[0]["input_ids"] == _expected(python, env, model, project, request)["ids"]
     video_demo = json.loads((DEMO / "mllm_video_demo.json").read_text())[1]
-    request = {
-        "messages": _video_parts(video_demo["messages"]),
-        "videos": [str(DEMO / path) for path in video_demo["videos"]],
-        "video": VIDEO,
-        "generation_prompt": False,
-    }
-    expected = _expected(python, env, model, project, request)
+    requests = [
+        {
+            "messages": _parts(image_demo["messages"]),
+            "images": [str(DEMO / path) for path in image_demo["images"]],
+            "generation_prompt": False,
+        },
+        {
+            "messages": _video_parts(video_demo["messages"]),
+            "videos": [str(DEMO / path) for path in video_demo["videos"]],
+            "video": VIDEO,
+            "generation_prompt": False,
+        },
+    ]
+    image, expected = _expected(python, env, model, project, requests)
+    assert rows[0]["input_ids"] == image["ids"]
     assert rows[len(rows) - 1]["input_ids"] == expected["ids"]
     # 5 of 4.mp4's 150 frames at 30 fps: 1 sampled frame a second, 2 s per temporal patch.
     assert expected["second_per_grid_ts"] == [2.0]
