@@ -31,7 +31,16 @@ _ALPACA_COLUMNS = {
     "rejected": "rejected",
     "kto_tag": "kto_tag",
 }
-_SHAREGPT_COLUMNS = ("messages", "system", "tools", "chosen", "rejected", "kto_tag", "images")
+_SHAREGPT_COLUMNS = (
+    "messages",
+    "system",
+    "tools",
+    "chosen",
+    "rejected",
+    "kto_tag",
+    "images",
+    "videos",
+)
 _SHAREGPT_TAGS = (
     "role_tag",
     "content_tag",

@@ -119,7 +119,7 @@ COMBINATIONS: tuple[tuple[str, str, str], ...] = (
     ("Methods", "pre-quantized base with stage ppo", "287-prequantized-ppo.yaml"),
     ("Methods", "pre-quantized base with export.quantization", "292-prequantized-export-bnb.yaml"),
     ("Image models", "plugin qwen2_vl with pins.target cuda13.0", "320-qwen2vl-cuda-target.yaml"),
-    ("Image models", "a videos column", "241-multimodal-videos-column.yaml"),
+    ("Image models", "a videos column with the llava plugin", "241-multimodal-videos-column.yaml"),
     ("Image models", "an audios column", "242-multimodal-audios-column.yaml"),
     ("Image models", "an images column on a text model", "243-images-without-multimodal.yaml"),
     ("Image models", "an images column without media_dir", "244-images-without-media-dir.yaml"),
@@ -131,6 +131,16 @@ COMBINATIONS: tuple[tuple[str, str, str], ...] = (
     ("Image models", "an Ollama Modelfile", "249-multimodal-ollama.yaml"),
     ("Image models", "stages other than sft", "254-multimodal-dpo.yaml"),
     ("Image models", "a quantized base model", "255-multimodal-quantization.yaml"),
+    ("Video", "video settings with the llava plugin", "360-video-settings-llava.yaml"),
+    ("Video", "video_min_pixels above video_max_pixels", "361-video-min-above-max.yaml"),
+    ("Video", "video settings without a videos column", "362-video-settings-without-videos.yaml"),
+    ("Video", "serve.max_videos_per_prompt without videos", "363-max-videos-without-videos.yaml"),
+    ("Video", "qwen2_5_vl with another template than qwen2_vl", "364-qwen2-5-vl-template.yaml"),
+    ("Video", "plugin qwen2_5_vl with pins.target cuda13.0", "365-qwen2-5-vl-cuda-target.yaml"),
+    ("Video", "a videos column without media_dir", "366-videos-without-media-dir.yaml"),
+    ("Video", "a videos column on a text model", "367-videos-without-model-multimodal.yaml"),
+    ("Video", "video_maxlen below 1", "368-video-maxlen-zero.yaml"),
+    ("Video", "videos of a hub dataset", "369-videos-hub-dataset.yaml"),
 )
 
 

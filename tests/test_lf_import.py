@@ -162,9 +162,14 @@ def _doc(rows: list[str]) -> str:
         "",
         "`llava` and `qwen2_vl` map to lfc's template of that name with `model.multimodal: "
         "{plugin: ...}` of the same name (and image_max_pixels, image_min_pixels, "
-        "freeze_vision_tower, freeze_multi_modal_projector onto it); the other multimodal "
-        "templates (qwen3_vl, moss_vl, mllama, ...) are refused: lfc has no image plugin for "
-        "them. Other names are refused with the list above.",
+        "freeze_vision_tower, freeze_multi_modal_projector onto it); with `qwen2_vl`, which "
+        "LLaMA-Factory uses for Qwen2.5-VL too, a model_name_or_path naming Qwen2.5-VL gives "
+        "plugin `qwen2_5_vl` (a note says so), and video_fps, video_maxlen, video_max_pixels, "
+        "video_min_pixels map onto it as well (with any other template they are refused). The "
+        "other multimodal templates (qwen3_vl, moss_vl, mllama, ...) are refused: lfc has no "
+        "plugin for them. Other names are refused with the list above. Registry entries' "
+        "`images` and `videos` columns read their files from the registry's folder "
+        "(`audios` is refused).",
         "",
         "## Keys without effect in an lfc project (kept as notes)",
         "",

@@ -270,8 +270,6 @@ def test_rows_whose_images_and_placeholders_disagree_are_reported_by_row(
     assert f"{where} 1: image 'mllm_demo_data/missing.jpg' is not in data/bad-media/" in (
         result.stderr
     )
-    assert f"{where} 2: turn 1 (assistant) has <image>; images go in user turns" in (
-        result.stderr
-    )
+    assert f"{where} 2: turn 1 (assistant) has <image>; images go in user turns" in (result.stderr)
     assert f"{where} 3" not in result.stderr
     assert "3 malformed rows" in result.stderr + result.stdout

@@ -103,6 +103,43 @@ def test_every_generated_vllm_flag_exists_in_vllm_0_33(variant: str, tmp_path: P
         assert "--mm-processor-kwargs" not in flags
 
 
+def test_a_video_project_passes_its_video_limits_sampling_and_pixels_to_vllm(
+    tmp_path: Path,
+) -> None:
+    shutil.copytree(FIXTURES / "mllm", tmp_path / "mllm")
+    multimodal = {
+        "plugin": "qwen2_5_vl",
+        "image_max_pixels": 4704,
+        "video_fps": 1.5,
+        "video_maxlen": 32,
+        "video_max_pixels": 12544,
+        "video_min_pixels": 3136,
+    }
+    columns = {"messages": "messages", "videos": "videos", "role_tag": "role"}
+    columns.update(content_tag="content", user_tag="user", assistant_tag="assistant")
+    dataset = {"path": "mllm/mllm_video_demo.json", "format": "sharegpt", "media_dir": "mllm"}
+    sections = {
+        "model": {"name_or_path": "org/qwen2.5-vl", "multimodal": multimodal},
+        "template": "qwen2_vl",
+        "data": {"datasets": [{**dataset, "columns": columns}], "cutoff_len": 512},
+        "serve": {"max_images_per_prompt": 2, "max_videos_per_prompt": 3},
+    }
+    files = _compile(tmp_path, sections)
+    script = files["serve_vllm.sh"]
+    assert not set(_flags(script)) - _vllm_options()
+    argv = _vllm_argv(script)
+    kinds = json.loads((VLLM / "serve_flag_kinds_0.33.0.json").read_text())
+    value = {flag: argv[argv.index(flag) + 1] for flag in _flags(script) if kinds[flag] == "value"}
+    assert json.loads(value["--limit-mm-per-prompt"]) == {"image": 2, "video": 3}
+    # vLLM 0.33's video loader samples min(num_frames, frames, floor(seconds * fps)) frames
+    # evenly from the first to the last: LLaMA-Factory's (and data.py's) formula.
+    assert json.loads(value["--media-io-kwargs"]) == {"video": {"fps": 1.5, "num_frames": 32}}
+    pixels = json.loads(value["--mm-processor-kwargs"])
+    videos = {"max_pixels": 12544, "min_pixels": 3136}
+    assert pixels == {"max_pixels": 4704, "min_pixels": 32 * 32, "videos_kwargs": videos}
+    assert "av==18.1.0" in files["requirements.txt"].split()
+
+
 def test_the_flag_fixture_is_real() -> None:
     options = _vllm_options()
     assert len(options) > 100
