@@ -451,8 +451,11 @@ def test_qwen2_5_vl_trains_on_images_and_videos_exports_and_answers_about_an_ima
 @pytest.mark.skipif(
     importlib.util.find_spec("torchvision") is not None, reason="torchvision is installed here"
 )
-def test_tiny_qwen2_vl_without_torchvision_says_what_to_install(tmp_path: Path) -> None:
+@pytest.mark.parametrize("architecture", ["qwen2_vl", "qwen2_5_vl"])
+def test_tiny_qwen_vl_without_torchvision_says_what_to_install(
+    tmp_path: Path, architecture: str
+) -> None:
     from lfc.tiny_model import build_tiny_model
 
-    with pytest.raises(SystemExit, match=r"needs torchvision .*torchvision==0\.29\.1"):
-        build_tiny_model(tmp_path / "tiny", architecture="qwen2_vl")
+    with pytest.raises(SystemExit, match=rf"{architecture} model needs torchvision .*==0\.29\.1"):
+        build_tiny_model(tmp_path / "tiny", architecture=architecture)
