@@ -197,14 +197,19 @@ class MultimodalSpec(Section):
             message = "video_min_pixels is larger than video_max_pixels"
             raise RuleError(("video_min_pixels",), message)
         if self.plugin == "llava":
-            for key in VIDEO_KEYS:
-                if key in self.model_fields_set:
-                    raise RuleError(
-                        (key,),
-                        "the llava plugin reads images only: video settings need qwen2_vl "
-                        "or qwen2_5_vl",
-                    )
+            for key in self.changed(VIDEO_KEYS):
+                raise RuleError(
+                    (key,),
+                    "the llava plugin reads images only: video settings need qwen2_vl "
+                    "or qwen2_5_vl",
+                )
         return self
+
+    def changed(self, keys: tuple[str, ...]) -> list[str]:
+        """The `keys` whose value is not the default (a normalized spec writes every default,
+        so being set is not enough to be meant)."""
+        fields = type(self).model_fields
+        return [key for key in keys if getattr(self, key) != fields[key].default]
 
 
 # model.multimodal keys that only a video plugin reads.
@@ -1846,7 +1851,8 @@ class Spec(Section):
             if getattr(getattr(dataset, "columns", None), kind, None) is not None
         ]
         videos = any(kind == "videos" for _, kind in media)
-        if "max_videos_per_prompt" in self.serve.model_fields_set and not videos:
+        default = type(self.serve).model_fields["max_videos_per_prompt"].default
+        if self.serve.max_videos_per_prompt != default and not videos:
             raise RuleError(
                 ("serve", "max_videos_per_prompt"),
                 "applies to projects trained on videos (a videos column); remove it",
@@ -1862,12 +1868,11 @@ class Spec(Section):
                 )
             return
         if multimodal.plugin in VIDEO_PLUGINS and not videos:
-            for key in VIDEO_KEYS:
-                if key in multimodal.model_fields_set:
-                    raise RuleError(
-                        ("model", "multimodal", key),
-                        "no dataset has a videos column, so no video is read: remove it",
-                    )
+            for key in multimodal.changed(VIDEO_KEYS):
+                raise RuleError(
+                    ("model", "multimodal", key),
+                    "no dataset has a videos column, so no video is read: remove it",
+                )
         if multimodal.plugin not in VIDEO_PLUGINS:
             for index, kind in media:
                 if kind == "videos":

@@ -33,7 +33,9 @@ from typing import Any
 import pytest
 import yaml
 from test_multimodal import COLUMNS, DEMO, _parts
+from typer.testing import CliRunner
 
+from lfc.cli import app
 from lfc.pipeline import compile_file
 from lfc.writer import write_project
 
@@ -262,6 +264,9 @@ def test_qwen2_vl_video_lora_trains_exports_and_answers_about_a_video(
         CLIP.read_bytes()
     )
     assert not list((project / "data/mllm_video_demo-media").rglob("*.jpg"))
+    # The project re-renders from its own normalized spec.yaml, videos and their settings included.
+    verified = CliRunner().invoke(app, ["verify", str(project)])
+    assert verified.exit_code == 0, verified.output
     (tmp_path / "tiny-qwen2-vl").symlink_to(model)
 
     _train(python, env, project)
