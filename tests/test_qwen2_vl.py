@@ -435,6 +435,21 @@ def test_qwen2_5_vl_trains_on_images_and_videos_exports_and_answers_about_an_ima
     assert rows[len(rows) - 1]["input_ids"] == expected["ids"]
     # 5 of 4.mp4's 150 frames at 30 fps: 1 sampled frame a second, 2 s per temporal patch.
     assert expected["second_per_grid_ts"] == [2.0]
+    # train.py's collator gives the model the same seconds per temporal patch, and the video
+    # tokens type 2 for the rotary positions.
+    collate = (
+        "import json; from datasets import load_from_disk; from config import parse_args; "
+        "from model import load_processor; from train import MediaCollator; "
+        "args = parse_args(); rows = load_from_disk('data/processed/dataset')['train']; "
+        "out = MediaCollator(load_processor(args.model), args.model)([rows[len(rows) - 1]]); "
+        "print(json.dumps({'seconds': out['second_per_grid_ts'].tolist(), "
+        "'types': out['mm_token_type_ids'][0].tolist()}))"
+    )
+    batch = json.loads(run([python, "-c", collate], project, env).strip().splitlines()[-1])
+    assert batch["seconds"] == expected["second_per_grid_ts"]
+    video_id = json.loads((model / "config.json").read_text())["video_token_id"]
+    types = [2 if token == video_id else 0 for token in expected["ids"]]
+    assert batch["types"] == types
 
     adapter = safetensors.load_file(project / "outputs/adapter_model.safetensors")
     assert adapter and all("language_model" in key for key in adapter)
