@@ -199,3 +199,18 @@ def test_qwen2_vl_writes_each_image_between_vision_tokens() -> None:
         served
         == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\na<|im_end|>\n<|im_start|>assistant\n"
     )
+
+
+def test_qwen2_vl_writes_each_video_between_vision_tokens() -> None:
+    # Qwen2-VL's and Qwen2.5-VL's documented format (one template for both, as in
+    # LLaMA-Factory): a video is <|vision_start|><|video_pad|><|vision_end|> where it sits.
+    from lfc.template_render import render_conversation
+
+    video, image = {"type": "video"}, {"type": "image"}
+    chat = [{"role": "user", "content": [video, {"type": "text", "text": "And?"}, image]}]
+    rendered = render_conversation("qwen2_vl", chat, add_generation_prompt=True)
+    assert rendered == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>And?"
+        "<|vision_start|><|image_pad|><|vision_end|><|im_end|>\n<|im_start|>assistant\n"
+    )
