@@ -229,6 +229,17 @@ class Plan:
         return getattr(self.spec.adapter, "init", "default") in CONVERTED_INITS
 
     @property
+    def reference_adapter(self) -> bool:
+        """PiSSA / OLoRA / LoftQ in a stage whose reference model is the policy with its adapter
+        disabled (dpo, kto, grpo with beta > 0): that is not the starting model, so train.py
+        keeps a frozen copy of the starting adapter as the reference."""
+        stage = self.spec.stage
+        uses_reference = stage.kind in ("dpo", "kto") or (
+            stage.kind == "grpo" and stage.beta > 0
+        )
+        return self.converts_adapter and uses_reference
+
+    @property
     def loftq(self) -> bool:
         """LoftQ: train.py fits the LoRA pairs to the 4-bit error of the QLoRA base."""
         return getattr(self.spec.adapter, "init", "default") == "loftq"
