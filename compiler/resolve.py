@@ -234,9 +234,7 @@ class Plan:
         disabled (dpo, kto, grpo with beta > 0): that is not the starting model, so train.py
         keeps a frozen copy of the starting adapter as the reference."""
         stage = self.spec.stage
-        uses_reference = stage.kind in ("dpo", "kto") or (
-            stage.kind == "grpo" and stage.beta > 0
-        )
+        uses_reference = stage.kind in ("dpo", "kto") or (stage.kind == "grpo" and stage.beta > 0)
         return self.converts_adapter and uses_reference
 
     @property
