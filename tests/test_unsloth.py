@@ -35,21 +35,24 @@ GPU = {"pins": {"target": "cuda13.0"}}
 UNSLOTH = {"name_or_path": "../tiny-llama", "dtype": "bfloat16", "loader": "unsloth"}
 RESOLUTION = "resolution_unsloth_py3.12.txt"
 
-FIRST_LINES = '''"""Tokenizer, base model and LoRA adapter of this project.
+FIRST_LINES = """\"\"\"Tokenizer, base model and LoRA adapter of this project.
 
 Imported by data.py, train.py, chat.py and export.py; not run on its own.
-"""
-
-# Unsloth first: importing it patches transformers, peft and trl for its kernels.
-from unsloth import FastLanguageModel  # isort: skip
+Training loads the model and adds LoRA through Unsloth's FastLanguageModel; chat.py
+and export.py load the trained weights with transformers + peft.
+\"\"\"
 
 from pathlib import Path
 
 import torch
 from peft import PeftModel
-'''
+"""
 
-LOAD = """    model, _ = FastLanguageModel.from_pretrained(
+LOAD = """    # Here, not at the top: data.py, chat.py and export.py run without Unsloth. train.py
+    # imports unsloth before anything else, as Unsloth needs to patch transformers.
+    from unsloth import FastLanguageModel
+
+    model, _ = FastLanguageModel.from_pretrained(
         model_name=args.model_name_or_path,
         max_seq_length=max_seq_length,
         dtype=None if args.dtype == "auto" else getattr(torch, args.dtype),
@@ -60,7 +63,9 @@ LOAD = """    model, _ = FastLanguageModel.from_pretrained(
     return model
 """
 
-ADD_LORA = """    targets = args.lora_target_modules
+ADD_LORA = """    from unsloth import FastLanguageModel  # as in load_unsloth_model
+
+    targets = args.lora_target_modules
     return FastLanguageModel.get_peft_model(
         model,
         r=args.lora_r,
