@@ -1978,7 +1978,8 @@ class Spec(Section):
     def _unsloth_rules(self) -> None:
         """What unsloth 2026.10.9's FastLanguageModel path takes (read in its source), and
         what lfc generates for it: text models, LoRA (init default or gaussian) or full
-        fine-tuning, one process or DDP, on the cuda13.0 set's Unsloth pins."""
+        fine-tuning, on the cuda13.0 set's Unsloth pins. Its source handles DDP, accelerate's
+        FSDP2 launch and DeepSpeed ZeRO, so every distributed kind compiles."""
         model, adapter, stage = self.model, self.adapter, self.stage.kind
         at = ("model", "loader")
         if model.multimodal is not None:
@@ -2013,8 +2014,8 @@ class Spec(Section):
         if model.prequantized is not None:
             raise RuleError(
                 ("model", "prequantized"),
-                "lfc loads GPTQ/AWQ bases through transformers and gptqmodel, not through "
-                "Unsloth: use loader transformers",
+                "GPTQ/AWQ bases are not generated for Unsloth (gptqmodel was resolved with "
+                "the transformers 5.24 set only): use loader transformers",
             )
         if model.attn_implementation != "sdpa":
             raise RuleError(
@@ -2040,12 +2041,6 @@ class Spec(Section):
                 f"{self.train.optimizer.kind} with Unsloth's patched trainer and full "
                 "fine-tuning path is not generated nor checked by lfc: use adamw, or loader "
                 "transformers",
-            )
-        if self.distributed.kind in ("fsdp", "deepspeed"):
-            raise RuleError(
-                ("distributed", "kind"),
-                f"Unsloth shards with its own FSDP2 launch (UNSLOTH_FSDP2=1), not accelerate's "
-                f"{self.distributed.kind} configs that lfc generates: use ddp or one process",
             )
         if self.pins.target == "cpu":
             raise RuleError(

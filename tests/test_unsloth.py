@@ -34,6 +34,7 @@ from conftest import EXAMPLES, write_variant
 GPU = {"pins": {"target": "cuda13.0"}}
 UNSLOTH = {"name_or_path": "../tiny-llama", "dtype": "bfloat16", "loader": "unsloth"}
 RESOLUTION = "resolution_unsloth_py3.12.txt"
+EXTRAS = "resolution_unsloth_extras_py3.12.txt"  # with tensorboard and deepspeed
 
 FIRST_LINES = """\"\"\"Tokenizer, base model and LoRA adapter of this project.
 
@@ -149,6 +150,9 @@ def test_unsloth_resolution_differs_from_the_cuda_set_only_where_unsloth_bounds_
         assert resolved[_normal(name)] == version, name
     kept = set(training_pins("cuda13.0", ()).packages) - {"transformers", "trl", "datasets"}
     assert all(resolved[name] == base[name] for name in kept)
+    extras = _resolution(EXTRAS)  # + tensorboard and deepspeed: only packages added
+    assert all(extras[name] == version for name, version in resolved.items())
+    assert extras["deepspeed"] == training_pins("cuda13.0", ("deepspeed",)).packages["deepspeed"]
 
 
 def test_unsloth_options_reach_get_peft_model_and_from_pretrained(tmp_path: Path) -> None:
@@ -219,6 +223,29 @@ def test_unsloth_compiles_for_every_stage_it_takes(
 
 
 @pytest.mark.parametrize(
+    "distributed",
+    [
+        {"kind": "ddp", "num_processes": 2},
+        {"kind": "fsdp", "num_processes": 2},
+        {"kind": "deepspeed", "zero_stage": 3, "num_processes": 2},
+    ],
+    ids=lambda d: d["kind"],
+)
+def test_unsloth_compiles_with_every_distributed_kind(tmp_path: Path, distributed: dict) -> None:
+    """unsloth 2026.10.9's source handles DDP (models/_ddp_defaults.py), accelerate's FSDP2
+    launch (fsdp2_launch.py, loader_utils.fsdp2_requested) and DeepSpeed ZeRO
+    (loader_utils.deepspeed_zero3_device_map): lfc's launch configs compile with it."""
+    _, files = _project(tmp_path, {"model": UNSLOTH, "distributed": distributed})
+    kind = distributed["kind"]
+    assert f"accelerate/{kind}.yaml" in files
+    pins = _pins(files["requirements.txt"])
+    resolved = _resolution(RESOLUTION if kind != "deepspeed" else EXTRAS)
+    assert ("deepspeed" in pins) == (kind == "deepspeed")
+    for name, version in pins.items():
+        assert resolved[_normal(name)] == version, name
+
+
+@pytest.mark.parametrize(
     ("package", "bound"),
     [("transformers", "5.17.0"), ("trl", "1.15.0"), ("datasets", "5.0.0")],
 )
@@ -273,11 +300,13 @@ print(type(args.training).__name__, names)
 
 
 @pytest.mark.skipif(STACK is None, reason="set LFC_UNSLOTH_STACK_PYTHON (a venv of the set)")
-@pytest.mark.parametrize("example", ["quickstart", "pt-text", "dpo", "kto", "orpo", "grpo"])
+@pytest.mark.parametrize("example", ["quickstart", "pt-text", "dpo", "kto", "orpo", "grpo", "fsdp"])
 def test_config_parses_with_the_unsloth_set(tmp_path: Path, example: str) -> None:
+    sections = {"distributed": {"kind": "fsdp", "num_processes": 2}} if example == "fsdp" else {}
+    example = "quickstart" if example == "fsdp" else example
     spec = yaml.safe_load((EXAMPLES / f"{example}.yaml").read_text())
     model = {**spec["model"], "loader": "unsloth", "dtype": "bfloat16"}
-    files = compile_file(_variant(tmp_path, example, {**GPU, "model": model})).files
+    files = compile_file(_variant(tmp_path, example, {**GPU, **sections, "model": model})).files
     project = tmp_path / "run"
     for name, data in files.items():
         path = project / name
