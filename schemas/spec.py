@@ -2038,9 +2038,8 @@ class Spec(Section):
         if self.train.optimizer.kind != "adamw":
             raise RuleError(
                 ("train", "optimizer", "kind"),
-                f"{self.train.optimizer.kind} with Unsloth's patched trainer and full "
-                "fine-tuning path is not generated nor checked by lfc: use adamw, or loader "
-                "transformers",
+                f"{self.train.optimizer.kind}'s package is resolved for the cpu pin set only, "
+                "and Unsloth trains on the cuda13.0 set: use adamw, or loader transformers",
             )
         if self.pins.target == "cpu":
             raise RuleError(
