@@ -39,8 +39,8 @@ EXTRAS = "resolution_unsloth_extras_py3.12.txt"  # with tensorboard and deepspee
 FIRST_LINES = """\"\"\"Tokenizer, base model and LoRA adapter of this project.
 
 Imported by data.py, train.py, chat.py and export.py; not run on its own.
-Training loads the model and adds LoRA through Unsloth's FastLanguageModel; chat.py
-and export.py load the trained weights with transformers + peft.
+Unsloth's FastLanguageModel loads the model for training and adds the LoRA adapter;
+chat.py and export.py load the trained weights with transformers + peft.
 \"\"\"
 
 from pathlib import Path
@@ -180,7 +180,8 @@ def test_unsloth_options_reach_get_peft_model_and_from_pretrained(tmp_path: Path
         "        quantization_config=quantization,\n",
     ):
         assert line in text
-    assert "        quantization=quantization_config(args.quantization),\n" in files["train.py"]
+    assert "        quantization_config(args.quantization),\n" in files["train.py"]
+    assert "    quantization: BitsAndBytesConfig,\n" in text
 
 
 def test_unsloth_full_fine_tuning_uses_its_full_finetuning_path(tmp_path: Path) -> None:
