@@ -2026,8 +2026,9 @@ class Spec(Section):
         if self.train.liger_kernel:
             raise RuleError(
                 ("train", "liger_kernel"),
-                "Unsloth patches the model with its own Triton kernels (RMSNorm, RoPE, MLP, "
-                "cross-entropy); Liger would patch the same layers again: turn one off",
+                "Unsloth and Liger each replace the model's RMSNorm, RoPE, MLP and "
+                "cross-entropy with their own Triton kernels, and liger-kernel was resolved "
+                "with the transformers 5.24 set only: turn one off",
             )
         if model.rope_scaling is not None:
             raise RuleError(
