@@ -146,8 +146,8 @@ UNSUPPORTED: dict[str, str] = {
     "train_mm_proj_only": "not supported yet: training the projector only",
     "use_adam_mini": "Adam-mini is not supported yet",
     "use_muon": "the Muon optimizer is not supported yet",
-    "use_unsloth": "Unsloth is refused: unsloth 2026.10.9 requires transformers<=5.17.0 and "
-    "trl<=1.15.0, lfc pins 5.24.0 and 1.16.0",
+    "use_unsloth": "set `model.loader: unsloth` with `pins.target: cuda13.0` (LoRA or full "
+    "fine-tuning; its pins take transformers 5.17.0, trl 1.15.0, datasets 4.8.5)",
     "use_liger_kernel": "set `train.liger_kernel: true` with `pins.target: cuda13.0`",
     "use_v1_kernels": "LLaMA-Factory's fused kernels are not supported",
     "use_kt": "KTransformers is not supported",

@@ -32,14 +32,24 @@ def _matrix() -> dict[str, dict]:
 
 
 def training_pins(
-    target: str, extras: tuple[str, ...], stage: str = "sft", plugin: str | None = None
+    target: str,
+    extras: tuple[str, ...],
+    stage: str = "sft",
+    plugin: str | None = None,
+    loader: str = "transformers",
 ) -> PinSet:
-    """The training pin set of `target` for `stage` and image `plugin`, plus the extras."""
+    """The training pin set of `target` for `stage`, image `plugin` and model `loader`, plus
+    the extras."""
     entry = _matrix()[target]
     packages = dict(entry["training"])
     reason = entry["description"]
-    # Overrides of the set for one stage or one image plugin, each with the reason it needs.
-    for group, key, label in (("stages", stage, "Stage"), ("plugins", plugin, "Plugin")):
+    # Overrides of the set for one stage, image plugin or loader, each with the reason it needs.
+    overrides = (
+        ("stages", stage, "Stage"),
+        ("plugins", plugin, "Plugin"),
+        ("loaders", loader, "Loader"),
+    )
+    for group, key, label in overrides:
         override = entry.get(group, {}).get(key)
         if override:
             packages.update(override["packages"])

@@ -203,6 +203,16 @@ class Plan:
         return self.spec.stage.kind
 
     @property
+    def unsloth(self) -> bool:
+        """Unsloth's FastLanguageModel loads the model for training and adds its LoRA."""
+        return self.spec.model.loader == "unsloth"
+
+    @property
+    def peft_config(self) -> bool:
+        """The trainer adds the LoRA adapters from model.py's lora_config (not Unsloth)."""
+        return self.adapter == "lora" and not self.unsloth
+
+    @property
     def loraplus(self) -> bool:
         """LoRA+: train.py's trainer builds model.py's LoRA+ optimizer."""
         return getattr(self.spec.adapter, "loraplus_lr_ratio", None) is not None
@@ -520,7 +530,8 @@ def _config(spec: Spec) -> dict[str, dict[str, Any]]:
         "save_total_limit": train.save_total_limit,
         "report_to": list(train.report_to) or ["none"],
         **({"run_name": run_name} if run_name else {}),
-        "activation_checkpointing": train.gradient_checkpointing,
+        # transformers 5.24's name; 5.17 (the Unsloth set) has only gradient_checkpointing.
+        checkpointing_key(spec): train.gradient_checkpointing,
     }
     if train.neftune_alpha is not None:
         training["neftune_noise_alpha"] = train.neftune_alpha
@@ -724,11 +735,20 @@ def resolve(
     return Plan(
         spec=spec,
         template=template,
-        pins=training_pins(spec.pins.target, _extras(spec), spec.stage.kind, _plugin(spec)),
+        pins=training_pins(
+            spec.pins.target, _extras(spec), spec.stage.kind, _plugin(spec), spec.model.loader
+        ),
         datasets=datasets,
         config=_config(spec),
         serving=serving_pins(),
     )
+
+
+def checkpointing_key(spec: Spec) -> str:
+    """config.yaml's name of activation checkpointing for the transformers release pinned."""
+    if spec.model.loader == "unsloth":
+        return "gradient_checkpointing"
+    return "activation_checkpointing"
 
 
 def _plugin(spec: Spec) -> str | None:

@@ -220,7 +220,10 @@ class ModelSpec(Section):
     loader: Literal["transformers", "unsloth"] = Field(
         default="transformers",
         description="Library that loads the model and adds the adapters: transformers + peft, "
-        "or Unsloth's FastLanguageModel (not available: see the README's methods table).",
+        "or Unsloth's FastLanguageModel (pins.target cuda13.0 only; requirements pin unsloth "
+        "and the transformers, trl and datasets releases it accepts: 5.17.0, 1.15.0, 4.8.5). "
+        "Training loads the model and adds LoRA through Unsloth; chat.py and export.py load "
+        "the saved adapter with transformers + peft.",
     )
     multimodal: MultimodalSpec | None = Field(
         default=None,
@@ -1888,12 +1891,7 @@ class Spec(Section):
         each rule is reachable), then what is not generated yet, then the CUDA target."""
         model, adapter, stage = self.model, self.adapter, self.stage.kind
         if model.loader == "unsloth":
-            raise RuleError(
-                ("model", "loader"),
-                "unsloth 2026.10.9 requires transformers<=5.17.0, trl<=1.15.0 and "
-                "datasets<5.0.0, but lfc pins transformers 5.24.0, trl 1.16.0 and datasets "
-                "5.2.0: use loader transformers",
-            )
+            self._unsloth_rules()
         if model.attn_implementation == "flash_attention_2" and model.dtype not in (
             "bfloat16",
             "float16",
@@ -1976,6 +1974,82 @@ class Spec(Section):
                         f"{reason}; pins.target cpu has none: set pins.target cuda13.0, or "
                         f"remove {'.'.join(at)}",
                     )
+
+    def _unsloth_rules(self) -> None:
+        """What unsloth 2026.10.9's FastLanguageModel path takes (read in its source), and
+        what lfc generates for it: text models, LoRA (init default or gaussian) or full
+        fine-tuning, on the cuda13.0 set's Unsloth pins. Its source handles DDP, accelerate's
+        FSDP2 launch and DeepSpeed ZeRO, so every distributed kind compiles."""
+        model, adapter, stage = self.model, self.adapter, self.stage.kind
+        at = ("model", "loader")
+        if model.multimodal is not None:
+            message = "FastLanguageModel loads text models: no model.multimodal with Unsloth"
+            raise RuleError(at, message)
+        if stage in ("rm", "ppo"):
+            what = {
+                "rm": "trains a sequence classifier (AutoModelForSequenceClassification)",
+                "ppo": "trains a value model and scores with a reward model, both sequence "
+                "classifiers, beside the policy (TRL 1.12's PPOTrainer)",
+            }[stage]
+            raise RuleError(
+                ("stage", "kind"),
+                f"stage {stage} {what}; Unsloth's FastLanguageModel loads causal LMs: use "
+                "loader transformers",
+            )
+        if isinstance(adapter, FreezeAdapter):
+            raise RuleError(
+                ("adapter", "kind"),
+                "Unsloth trains LoRA adapters (get_peft_model) or every weight "
+                "(full_finetuning); freezing layers"
+                f"{' (LLaMA Pro)' if adapter.llama_pro is not None else ''} is not one of its "
+                "paths: use adapter lora or full, or loader transformers",
+            )
+        if isinstance(adapter, LoraAdapter) and adapter.init in CONVERTED_INITS:
+            raise RuleError(
+                ("adapter", "init"),
+                f"lfc rewrites {adapter.init} adapters as plain LoRA with peft's conversion, "
+                "which is not generated for Unsloth's LoRA: use init default or gaussian, or "
+                "loader transformers",
+            )
+        if model.prequantized is not None:
+            raise RuleError(
+                ("model", "prequantized"),
+                "GPTQ/AWQ bases are not generated for Unsloth (gptqmodel was resolved with "
+                "the transformers 5.24 set only): use loader transformers",
+            )
+        if model.attn_implementation != "sdpa":
+            raise RuleError(
+                ("model", "attn_implementation"),
+                "Unsloth picks its own attention kernels (its from_pretrained drops "
+                "attn_implementation): remove model.attn_implementation",
+            )
+        if self.train.liger_kernel:
+            raise RuleError(
+                ("train", "liger_kernel"),
+                "Unsloth and Liger each replace the model's RMSNorm, RoPE, MLP and "
+                "cross-entropy with their own Triton kernels, and liger-kernel was resolved "
+                "with the transformers 5.24 set only: turn one off",
+            )
+        if model.rope_scaling is not None:
+            raise RuleError(
+                ("model", "rope_scaling"),
+                "Unsloth scales RoPE itself when data.cutoff_len (its max_seq_length) exceeds "
+                "the model's positions; model.rope_scaling is not generated for it: remove it",
+            )
+        if self.train.optimizer.kind != "adamw":
+            raise RuleError(
+                ("train", "optimizer", "kind"),
+                f"{self.train.optimizer.kind}'s package is resolved for the cpu pin set only, "
+                "and Unsloth trains on the cuda13.0 set: use adamw, or loader transformers",
+            )
+        if self.pins.target == "cpu":
+            raise RuleError(
+                at,
+                "Unsloth's kernels need a GPU (on a CPU it falls back to plain transformers + "
+                "peft + TRL, which loader transformers already is), and unsloth 2026.10.9 "
+                "requires transformers<=5.17.0, trl<=1.15.0 and datasets<5.0.0, below the "
+                "tested cpu set: set pins.target cuda13.0, or use loader transformers",
+            )
 
     def _loftq_rules(self) -> None:
         """What peft 0.21's replace_lora_weights_loftq needs: bitsandbytes 4-bit layers (QLoRA,
