@@ -1974,6 +1974,14 @@ class Spec(Section):
                         f"{reason}; pins.target cpu has none: set pins.target cuda13.0, or "
                         f"remove {'.'.join(at)}",
                     )
+        if prequantized is not None and "swanlab" in self.train.report_to:
+            # pip 26.3's dry run of the cuda13.0 set with both: ResolutionImpossible.
+            raise RuleError(
+                ("train", "report_to", self.train.report_to.index("swanlab")),
+                "swanlab 0.7.20 requires protobuf<7 and gptqmodel 7.6.0 (which loads the "
+                f"{prequantized} base) requires protobuf>=7.34.0, so pip cannot install both: "
+                "report to wandb, mlflow or tensorboard, or train an unquantized base",
+            )
 
     def _unsloth_rules(self) -> None:
         """What unsloth 2026.10.9's FastLanguageModel path takes (read in its source), and
@@ -2039,8 +2047,9 @@ class Spec(Section):
         if self.train.optimizer.kind != "adamw":
             raise RuleError(
                 ("train", "optimizer", "kind"),
-                f"{self.train.optimizer.kind}'s package is resolved for the cpu pin set only, "
-                "and Unsloth trains on the cuda13.0 set: use adamw, or loader transformers",
+                f"{self.train.optimizer.kind}'s package was resolved with the transformers "
+                "5.24 sets only, not with Unsloth's transformers 5.17 set: use adamw, or "
+                "loader transformers",
             )
         if self.pins.target == "cpu":
             raise RuleError(

@@ -128,6 +128,7 @@ COMBINATIONS: tuple[tuple[str, str, str], ...] = (
     ("Methods", "pre-quantized base with PiSSA/OLoRA/LoftQ init", "291-prequantized-pissa.yaml"),
     ("Methods", "pre-quantized base with stage ppo", "287-prequantized-ppo.yaml"),
     ("Methods", "pre-quantized base with export.quantization", "292-prequantized-export-bnb.yaml"),
+    ("Methods", "pre-quantized base with the swanlab tracker", "385-prequantized-swanlab.yaml"),
     ("Image models", "plugin qwen2_vl with pins.target cuda13.0", "320-qwen2vl-cuda-target.yaml"),
     ("Image models", "a videos column", "241-multimodal-videos-column.yaml"),
     ("Image models", "an audios column", "242-multimodal-audios-column.yaml"),
