@@ -55,6 +55,8 @@ def training_pins(
             packages.update(override["packages"])
             reason += f" {label} {key}: {override['reason']}"
     for extra in extras:
+        if extra not in entry["extras"]:  # the spec's rules refuse what a set does not pin
+            raise AssertionError(f"pin set {target} has no pins for {extra}")
         packages.update(entry["extras"][extra])
     if extras:
         reason += f" Added for this spec: {', '.join(extras)}."
