@@ -742,7 +742,7 @@ def resolve(
         pins=training_pins(spec.pins.target, _extras(spec), spec.stage.kind, _plugin(spec)),
         datasets=datasets,
         config=_config(spec),
-        serving=serving_pins(),
+        serving=serving_pins(("audio",) if _plugin(spec) in AUDIO_PLUGINS else ()),
     )
 
 

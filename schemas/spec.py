@@ -172,7 +172,8 @@ class MultimodalSpec(Section):
         gt=0,
         le=30,
         description="qwen2_audio: audio longer than this is cut to its first audio_max_seconds "
-        "(at most 30: Qwen2-Audio's feature extractor reads one 30 s window).",
+        "in data.py, train.py, chat.py and serve.py (at most 30: Qwen2-Audio's feature "
+        "extractor reads one 30 s window, which is also all that vLLM reads).",
     )
     freeze_audio_tower: bool = Field(
         default=True,
