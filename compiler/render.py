@@ -22,8 +22,7 @@ from lfc.errors import InputError
 from lfc.ollama import modelfile
 from lfc.python_literals import py_block, py_literal
 from lfc.resolve import EXPANDED_DIR, EXPORT_DIR, PROCESSED_DIR, Plan, resolve
-from lfc.schemas.spec import AUDIO_SETTINGS, IMAGE_SETTINGS
-from lfc.schemas.spec import DATA_SUFFIXES, CustomTemplate, Spec
+from lfc.schemas.spec import AUDIO_SETTINGS, DATA_SUFFIXES, IMAGE_SETTINGS, CustomTemplate, Spec
 from lfc.version import __version__
 
 LOCK_FILE = "lfc.lock.json"

@@ -57,6 +57,7 @@ def media_suffixes(columns: object) -> tuple[str, ...]:
     """The file types a dataset's media_dir holds: audio for an audios column, else images."""
     return AUDIO_SUFFIXES if getattr(columns, "audios", None) is not None else IMAGE_SUFFIXES
 
+
 # What data.py makes for each stage (its docstring).
 _PRODUCTS = {
     "pt": "blocks of token ids",

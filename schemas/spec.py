@@ -195,7 +195,8 @@ class MultimodalSpec(Section):
         own = AUDIO_SETTINGS if hears else IMAGE_SETTINGS
         for key in sorted(self.model_fields_set & (AUDIO_SETTINGS | IMAGE_SETTINGS) - own):
             kind = "an image" if hears else "an audio"
-            raise RuleError((key,), f"{key} is {kind} setting; plugin {self.plugin} has no use for it")
+            message = f"{key} is {kind} setting; plugin {self.plugin} has no use for it"
+            raise RuleError((key,), message)
         if hears and self.audio_sampling_rate != QWEN2_AUDIO_SAMPLING_RATE:
             raise RuleError(
                 ("audio_sampling_rate",),
