@@ -11,7 +11,7 @@ holds a video processor, which needs torchvision: build it where the qwen2_vl pi
 (torch 2.14.1, torchvision 0.29.1) are installed. `architecture="qwen2_audio"` builds a
 Qwen2-Audio model (a one-layer Whisper-style audio encoder, its projector, a Qwen2 language
 model of the same tiny size) with its processor (a WhisperFeatureExtractor: 128 mel bins,
-16 kHz, 30 s windows, numpy only) and the `qwen2_audio` template.
+16 kHz, 30 s windows; no torchaudio) and the `qwen2_audio` template.
 Needs the optional stack (`pip install 'lfc[tiny]'`); imported only by that command.
 """
 
