@@ -188,7 +188,7 @@ class Plan:
 
     @property
     def multimodal(self) -> bool:
-        """An image-text model: data.py, train.py and export.py use its processor."""
+        """An image- or audio-text model: data.py, train.py and export.py use its processor."""
         return self.spec.model.multimodal is not None
 
     @property
@@ -748,7 +748,7 @@ def resolve(
 
 
 def _plugin(spec: Spec) -> str | None:
-    """The image plugin, whose pin overrides (if any) the training set takes."""
+    """The media plugin, whose pin overrides (if any) the training set takes."""
     return spec.model.multimodal.plugin if spec.model.multimodal is not None else None
 
 

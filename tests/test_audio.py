@@ -197,6 +197,45 @@ def test_audio_project_pins_av_and_vllms_audio_extra(
     assert "--limit-mm-per-prompt '{\"audio\": 1}'" in script
 
 
+@pytest.mark.parametrize(
+    ("sections", "expected"),
+    [
+        (
+            {"serve": {"max_images_per_prompt": 2}},
+            "serve.max_images_per_prompt: max_images_per_prompt is for an image model",
+        ),
+        (
+            {"model": {"name_or_path": "m", "multimodal": {"plugin": "llava"}}},
+            "columns.audios: an audios column needs an audio model (plugin llava reads images)",
+        ),
+        (
+            {
+                "model": {
+                    "name_or_path": "m",
+                    "multimodal": {"plugin": "llava", "audio_max_seconds": 9},
+                }
+            },
+            "model.multimodal.audio_max_seconds: audio_max_seconds is an audio setting; plugin "
+            "llava has no use for it",
+        ),
+        (
+            {"adapter": {"kind": "freeze"}},
+            "adapter.kind: not supported yet: adapter freeze with an audio model",
+        ),
+    ],
+)
+def test_audio_refusals_outside_the_corpus(
+    tmp_path: Path, tiny_qwen2_audio: Path, sections: dict, expected: str
+) -> None:
+    spec = _spec(tmp_path, tiny_qwen2_audio, **sections)
+    if "llava" in json.dumps(sections):
+        text = spec.read_text().replace("template: qwen2_audio", "template: llava")
+        spec.write_text(text)
+    result = CliRunner().invoke(app, ["validate", str(spec)])
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+
+
 def test_qwen2_audio_lora_trains_exports_and_answers_about_audio(
     tmp_path: Path, tiny_qwen2_audio: Path
 ) -> None:
@@ -293,12 +332,17 @@ def test_qwen2_audio_lora_trains_exports_and_answers_about_audio(
 def test_full_training_keeps_the_audio_tower_and_trains_the_projector(
     tmp_path: Path, tiny_qwen2_audio: Path
 ) -> None:
-    model = {
-        "name_or_path": "../tiny-qwen2-audio",
-        "multimodal": {"plugin": "qwen2_audio", "freeze_projector": False},
-    }
+    multimodal = {"plugin": "qwen2_audio", "freeze_projector": False, "audio_max_seconds": 2.0}
+    model = {"name_or_path": "../tiny-qwen2-audio", "multimodal": multimodal}
     project = _project(tmp_path, tiny_qwen2_audio, model=model, adapter={"kind": "full"})
     run([sys.executable, "data.py"], project, ENV)
+    # Every demo clip is longer than 2 s: each is cut to 200 feature frames, 50 audio tokens.
+    from datasets import load_from_disk
+    from transformers import AutoProcessor
+
+    audio_id = AutoProcessor.from_pretrained(tiny_qwen2_audio).audio_token_id
+    rows = load_from_disk(str(project / "data/processed/dataset"))["train"]
+    assert [row["input_ids"].count(audio_id) for row in rows] == [50, 50, 50]
     run([sys.executable, *LAUNCH, "train.py"], project, ENV)
     base, trained = _weights(tiny_qwen2_audio), _weights(project / "outputs")
     changed = {key for key in base if not torch.equal(base[key], trained[key])}
