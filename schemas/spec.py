@@ -274,8 +274,8 @@ class ModelSpec(Section):
     )
     multimodal: MultimodalSpec | None = Field(
         default=None,
-        description="An image-text model: its image plugin, image sizes and what of the "
-        "vision side trains. None: a text-only model.",
+        description="An image-text or audio-text model: its media plugin, image sizes or "
+        "audio settings, and what of the vision or audio side trains. None: a text-only model.",
     )
 
 
