@@ -382,6 +382,7 @@ def test_rows_whose_audio_and_placeholders_disagree_are_reported_by_row(
     assert f"{where} 2: turn 1 (assistant) has an <audio>; audio goes in user turns" in (
         result.stderr
     )
-    assert f"{where} 3: audio 'broken.wav' cannot be decoded: " in result.stderr
+    broken = "data/bad-media/mllm_demo_data/broken.wav"
+    assert f"{where} 3: audio '{broken}' cannot be decoded: " in result.stderr
     assert f"{where} 4" not in result.stderr
     assert "4 malformed rows" in result.stderr + result.stdout
