@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -184,6 +185,8 @@ def test_audio_project_pins_av_and_vllms_audio_extra(
     files = compile_file(_spec(tmp_path, tiny_qwen2_audio)).files
     training = files["requirements.txt"].decode().splitlines()
     assert "av==18.1.0" in training and "numpy==2.4.6" in training
+    # The decoder these tests ran with is the pinned one.
+    assert f"av=={metadata.version('av')}" in training
     serving_lines = files["requirements-serve.txt"].decode().splitlines()
     recorded = (FIXTURES / "vllm/serve_audio_resolution_py3.12.txt").read_text().splitlines()
     recorded = [line for line in recorded if line and not line.startswith("#")]
