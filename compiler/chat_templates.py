@@ -26,6 +26,7 @@ class ChatTemplate:
     default_system: str | None
     reference: str | None
     image_token: str | None = None  # the placeholder an image model expands (None: text only)
+    audio_token: str | None = None  # the placeholder an audio model expands (None: no audio)
 
 
 def _folder() -> resources.abc.Traversable:
@@ -53,6 +54,7 @@ def _registry() -> dict[str, ChatTemplate]:
             default_system=info["default_system"],
             reference=info["reference"],
             image_token=info["image_token"],
+            audio_token=info.get("audio_token"),
         )
     return entries
 

@@ -228,11 +228,12 @@ def tiny_model(
         str,
         typer.Option(
             help="llama (a causal LM), llava or qwen2_vl (an image-text model with its "
-            "processor and the template of that name; qwen2_vl needs torchvision)."
+            "processor and the template of that name; qwen2_vl needs torchvision), or "
+            "qwen2_audio (an audio-text model with its processor and template)."
         ),
     ] = "llama",
 ) -> None:
-    """Build a tiny random Llama (LLaVA, Qwen2-VL) model and BPE tokenizer (no hub needed)."""
+    """Build a tiny random Llama (LLaVA, Qwen2-VL, Qwen2-Audio) model and BPE tokenizer."""
     from lfc.chat_templates import template_names
     from lfc.suggest import did_you_mean
     from lfc.tiny_model import ARCHITECTURES, build_tiny_model

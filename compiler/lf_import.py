@@ -52,6 +52,8 @@ TEMPLATES: dict[str, tuple[str, str | None]] = {
 MULTIMODAL_TEMPLATES = ("qwen2_vl", "qwen3_vl", "qwen3_vl_nothink", "moss_vl", "llava", "mllama")
 # Multimodal templates lfc has an image plugin (and a template) of the same name for.
 IMAGE_PLUGINS = ("llava", "qwen2_vl")
+# ... and an audio plugin: Qwen2-Audio.
+AUDIO_PLUGINS = ("qwen2_audio",)
 
 STAGES = ("pt", "sft", "rm", "dpo", "kto", "ppo")
 SCHEDULERS = (
@@ -324,8 +326,32 @@ IMAGE_KEYS = {
 }
 
 
+# LLaMA-Factory's audio keys -> model.multimodal fields (with template qwen2_audio). Its
+# freeze_vision_tower freezes what it registers as Qwen2-Audio's vision tower: audio_tower.
+AUDIO_KEYS = {
+    "audio_sampling_rate": "audio_sampling_rate",
+    "freeze_vision_tower": "freeze_audio_tower",
+    "freeze_multi_modal_projector": "freeze_projector",
+}
+
+
 def _template(state: _State, value: Any) -> None:
-    if value in IMAGE_PLUGINS:
+    if value in AUDIO_PLUGINS:
+        state.spec["template"] = value
+        multimodal = state.spec.setdefault("model", {}).setdefault("multimodal", {})
+        multimodal["plugin"] = value
+        for key, field_name in AUDIO_KEYS.items():
+            if key in state.config:
+                multimodal[field_name] = state.config[key]
+        state.notes.append(
+            (
+                "template",
+                f"{value} -> {value}: lfc writes each clip as transformers' Qwen2AudioProcessor "
+                "template does, 'Audio N: <|audio_bos|>...<|audio_eos|>' and a newline; "
+                "LLaMA-Factory writes <|audio_bos|>...<|audio_eos|> alone",
+            )
+        )
+    elif value in IMAGE_PLUGINS:
         state.spec["template"] = value
         multimodal = state.spec.setdefault("model", {}).setdefault("multimodal", {})
         multimodal["plugin"] = value
@@ -542,10 +568,17 @@ HANDLERS: dict[str, Callable[[_State, Any], None]] = {
     **{
         key: lambda state, value, key=key: (
             state.config.get("template") in IMAGE_PLUGINS
+            or (state.config.get("template") in AUDIO_PLUGINS and key in AUDIO_KEYS)
             or state.notes.append((key, f"{value!r}: no effect without an image model"))
         )
         for key in IMAGE_KEYS
     },
+    "audio_sampling_rate": lambda state, value: (
+        state.config.get("template") in AUDIO_PLUGINS
+        or state.notes.append(
+            ("audio_sampling_rate", f"{value!r}: no effect without an audio model")
+        )
+    ),
     "bf16": lambda state, value: _precision(state, "bf16", value),
     "fp16": lambda state, value: _precision(state, "fp16", value),
     "pure_bf16": lambda state, value: _precision(state, "pure_bf16", value),
@@ -674,7 +707,10 @@ def _check_method_keys(state: _State) -> None:
         stray = [
             k
             for k in state.config
-            if str(k).startswith(prefixes) and kind != method and k not in IMAGE_KEYS
+            if str(k).startswith(prefixes)
+            and kind != method
+            and k not in IMAGE_KEYS
+            and k not in AUDIO_KEYS
         ]
         for key in stray:
             state.refused.append((key, f"a {method} option, but finetuning_type is {kind}"))

@@ -91,12 +91,17 @@ class ServingPins:
         return min(r for r in self.max_lora_ranks if r >= rank)
 
 
-def serving_pins() -> ServingPins:
+def serving_pins(extras: tuple[str, ...] = ()) -> ServingPins:
+    """The vLLM set, plus the packages of each named vLLM extra (e.g. `audio`)."""
     entry = _matrix()["serving"]["vllm"]
+    packages, reason = dict(entry["packages"]), entry["reason"]
+    for extra in extras:
+        packages.update(entry["extras"][extra]["packages"])
+        reason += f" Extra {extra}: {entry['extras'][extra]['reason']}"
     return ServingPins(
-        dict(entry["packages"]),
+        packages,
         entry["python"],
         entry["image"],
-        entry["reason"],
+        reason,
         tuple(entry["max_lora_ranks"]),
     )

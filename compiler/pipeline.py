@@ -10,7 +10,7 @@ from lfc.errors import InputError, Problem, SpecError
 from lfc.loader import LoadedSpec, read_spec_file
 from lfc.registry import expand_registry
 from lfc.render import plan_project, render_plan
-from lfc.resolve import IMAGE_SUFFIXES
+from lfc.resolve import media_suffixes
 from lfc.schemas.spec import DATA_SUFFIXES, CustomTemplate, Spec
 from lfc.tokenizer_check import check_local_tokenizer
 from lfc.validate import validate_spec
@@ -68,8 +68,10 @@ def _folder_files(folder: Path, path: str) -> list[str]:
     return [f"{path.rstrip('/')}/{name}" for name in names]
 
 
-def _media_files(spec_path: Path, base: Path, media_dir: str, index: int) -> list[tuple[str, str]]:
-    """The image files under a dataset's media_dir (recursively), as spec-relative paths."""
+def _media_files(
+    spec_path: Path, base: Path, media_dir: str, index: int, suffixes: tuple[str, ...]
+) -> list[tuple[str, str]]:
+    """The media files (of `suffixes`) under a dataset's media_dir, as spec-relative paths."""
     key = f"data.datasets[{index}].media_dir"
     folder = base / media_dir
     if not folder.is_dir():
@@ -77,10 +79,10 @@ def _media_files(spec_path: Path, base: Path, media_dir: str, index: int) -> lis
     found = sorted(
         p.relative_to(base).as_posix()
         for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        if p.is_file() and p.suffix.lower() in suffixes
     )
     if not found:
-        kinds = ", ".join(IMAGE_SUFFIXES)
+        kinds = ", ".join(suffixes)
         raise _problem(spec_path, key, f"media_dir {media_dir!r} holds no {kinds} file")
     return [(key, path) for path in found]
 
@@ -107,7 +109,8 @@ def read_inputs(spec: Spec, spec_path: Path) -> dict[str, bytes]:
         else:
             wanted.append((key, dataset.path))
         if dataset.media_dir is not None:
-            wanted += _media_files(spec_path, base, dataset.media_dir, index)
+            suffixes = media_suffixes(dataset.columns)
+            wanted += _media_files(spec_path, base, dataset.media_dir, index, suffixes)
     if isinstance(spec.template, CustomTemplate):
         wanted.append(("template.jinja", spec.template.jinja))
     for index, reward in enumerate(getattr(spec.stage, "rewards", ())):

@@ -31,7 +31,16 @@ _ALPACA_COLUMNS = {
     "rejected": "rejected",
     "kto_tag": "kto_tag",
 }
-_SHAREGPT_COLUMNS = ("messages", "system", "tools", "chosen", "rejected", "kto_tag", "images")
+_SHAREGPT_COLUMNS = (
+    "messages",
+    "system",
+    "tools",
+    "chosen",
+    "rejected",
+    "kto_tag",
+    "images",
+    "audios",
+)
 _SHAREGPT_TAGS = (
     "role_tag",
     "content_tag",
@@ -81,9 +90,11 @@ def translate_entry(
     if unknown:
         raise RegistryError(f"unknown keys {unknown}")
     columns = dict(entry.get("columns") or {})
-    media = [key for key in _MEDIA_COLUMNS if key in columns and key != "images"]
+    media = [key for key in _MEDIA_COLUMNS if key in columns and key not in ("images", "audios")]
     if media:
-        raise RegistryError(f"multimodal columns {media} are not supported yet (images are)")
+        raise RegistryError(
+            f"multimodal columns {media} are not supported yet (images and audios are)"
+        )
     dataset: dict[str, Any] = {"name": name}
     if "file_name" in entry:
         dataset["path"] = posixpath.normpath(posixpath.join(registry_dir, entry["file_name"]))
@@ -127,7 +138,7 @@ def translate_entry(
         if bad:
             raise RegistryError(f"unknown sharegpt tags {bad}")
         dataset["columns"] = {**columns, **tags}
-        if "images" in columns:
+        if "images" in columns or "audios" in columns:
             # LLaMA-Factory's media_dir defaults to the dataset folder: the registry's.
             dataset["media_dir"] = registry_dir or "."
     else:

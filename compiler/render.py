@@ -22,7 +22,7 @@ from lfc.errors import InputError
 from lfc.ollama import modelfile
 from lfc.python_literals import py_block, py_literal
 from lfc.resolve import EXPANDED_DIR, EXPORT_DIR, PROCESSED_DIR, Plan, resolve
-from lfc.schemas.spec import DATA_SUFFIXES, CustomTemplate, Spec
+from lfc.schemas.spec import AUDIO_SETTINGS, DATA_SUFFIXES, IMAGE_SETTINGS, CustomTemplate, Spec
 from lfc.version import __version__
 
 LOCK_FILE = "lfc.lock.json"
@@ -161,6 +161,13 @@ def normalized_spec(plan: Plan) -> bytes:
         data["tracking"] = plan.tracking.model_dump(mode="json")
     if plan.generative and not plan.writes_modelfile:
         data["export"]["ollama"] = False  # no Modelfile for an image model or an adapter export
+    # Only the settings of the model's media: an audio model's, or an image model's.
+    if plan.generative:
+        unused = "max_images_per_prompt" if plan.audio else "max_audios_per_prompt"
+        del data["serve"][unused]
+    if data["model"]["multimodal"] is not None:
+        for key in IMAGE_SETTINGS if plan.audio else AUDIO_SETTINGS:
+            del data["model"]["multimodal"][key]
     if isinstance(data["template"], dict):
         data["template"]["jinja"] = "chat_template.jinja"
     for dataset, resolved in zip(data["data"]["datasets"], plan.datasets, strict=True):

@@ -16,6 +16,7 @@ from lfc.errors import InputError
 from lfc.pins import PinSet, ServingPins, serving_pins, training_pins
 from lfc.python_literals import py_pretty
 from lfc.schemas.spec import (
+    AUDIO_PLUGINS,
     CONVERTED_INITS,
     NAMED_TRACKERS,
     STAGE_SHAPES,
@@ -48,6 +49,14 @@ TABULAR_BUILDERS = {".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
 MEDIA_COLUMNS = ("images", "videos", "audios")
 # Image files a dataset's media_dir may hold (copied into the project).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
+# Audio files a dataset's media_dir may hold (for an audios column; av decodes them all).
+AUDIO_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg", ".m4a")
+
+
+def media_suffixes(columns: object) -> tuple[str, ...]:
+    """The file types a dataset's media_dir holds: audio for an audios column, else images."""
+    return AUDIO_SUFFIXES if getattr(columns, "audios", None) is not None else IMAGE_SUFFIXES
+
 
 # What data.py makes for each stage (its docstring).
 _PRODUCTS = {
@@ -179,8 +188,14 @@ class Plan:
 
     @property
     def multimodal(self) -> bool:
-        """An image-text model: data.py, train.py and export.py use its processor."""
+        """An image- or audio-text model: data.py, train.py and export.py use its processor."""
         return self.spec.model.multimodal is not None
+
+    @property
+    def audio(self) -> bool:
+        """An audio-text model (plugin qwen2_audio): its rows carry audio files, not images."""
+        multimodal = self.spec.model.multimodal
+        return multimodal is not None and multimodal.plugin in AUDIO_PLUGINS
 
     @property
     def writes_modelfile(self) -> bool:
@@ -387,7 +402,8 @@ class Plan:
         if stage == "sft" and self.multimodal:
             # image_files: the row's images for train.py's collator (not "images": TRL would
             # take the rows for raw vision data and process them again).
-            return [("input_ids", "ids"), ("labels", "ids"), ("image_files", "paths")]
+            files = "audio_files" if self.audio else "image_files"
+            return [("input_ids", "ids"), ("labels", "ids"), (files, "paths")]
         if stage == "sft":
             return [("input_ids", "ids"), ("labels", "ids")]
         if stage == "rm":
@@ -490,7 +506,16 @@ def _config(spec: Spec) -> dict[str, dict[str, Any]]:
                     "bnb_4bit_compute_dtype": quant.compute_dtype,
                 }
             )
-    if model.multimodal is not None:
+    if model.multimodal is not None and model.multimodal.plugin in AUDIO_PLUGINS:
+        groups["model"].update(
+            {
+                "audio_sampling_rate": model.multimodal.audio_sampling_rate,
+                "audio_max_seconds": model.multimodal.audio_max_seconds,
+                "freeze_audio_tower": model.multimodal.freeze_audio_tower,
+                "freeze_projector": model.multimodal.freeze_projector,
+            }
+        )
+    elif model.multimodal is not None:
         groups["model"].update(
             {
                 "image_max_pixels": model.multimodal.image_max_pixels,
@@ -696,7 +721,7 @@ def _dataset_plan(
     if dataset.media_dir is not None:
         media = dataset.media_dir.rstrip("/") + "/"
         media = "" if media == "./" else media
-        images = [p for p in input_paths if p.lower().endswith(IMAGE_SUFFIXES)]
+        images = [p for p in input_paths if p.lower().endswith(media_suffixes(dataset.columns))]
         media_sources = tuple(sorted(p for p in images if p.startswith(media)))
         media_files = tuple(f"data/{name}-media/{p[len(media) :]}" for p in media_sources)
     return DatasetPlan(
@@ -740,7 +765,7 @@ def resolve(
         ),
         datasets=datasets,
         config=_config(spec),
-        serving=serving_pins(),
+        serving=serving_pins(("audio",) if _plugin(spec) in AUDIO_PLUGINS else ()),
     )
 
 
@@ -752,7 +777,7 @@ def checkpointing_key(spec: Spec) -> str:
 
 
 def _plugin(spec: Spec) -> str | None:
-    """The image plugin, whose pin overrides (if any) the training set takes."""
+    """The media plugin, whose pin overrides (if any) the training set takes."""
     return spec.model.multimodal.plugin if spec.model.multimodal is not None else None
 
 
@@ -769,7 +794,9 @@ def _extras(spec: Spec) -> tuple[str, ...]:
         extras.append("deepspeed")
     if spec.train.optimizer.kind != "adamw":
         extras.append(spec.train.optimizer.kind)  # galore, apollo or badam
-    if spec.model.multimodal is not None:
+    if spec.model.multimodal is not None and spec.model.multimodal.plugin in AUDIO_PLUGINS:
+        extras.append("av")  # data.py, train.py, chat.py and serve.py decode the audio
+    elif spec.model.multimodal is not None:
         extras.append("pillow")  # data.py and train.py open the images
     if spec.model.prequantized is not None:
         extras.append(spec.model.prequantized)  # gptqmodel (+ optimum for gptq) loads the base

@@ -126,11 +126,13 @@ class RopeScalingSpec(Section):
 
 
 class MultimodalSpec(Section):
-    plugin: Literal["llava", "qwen2_vl"] = Field(
-        description="The model family's image plugin: how images become tokens. `llava` "
-        "(LLaVA-1.5 style: CLIP vision tower, projector, `<image>` expanded to one token per "
-        "patch); `qwen2_vl` (Qwen2-VL: its ViT with a patch merger, `<|image_pad|>` expanded "
-        "to one token per merged 28x28 patch; pins torch 2.14.1 and torchvision 0.29.1)."
+    plugin: Literal["llava", "qwen2_vl", "qwen2_audio"] = Field(
+        description="The model family's media plugin: how images or audio become tokens. "
+        "`llava` (LLaVA-1.5 style: CLIP vision tower, projector, `<image>` expanded to one "
+        "token per patch); `qwen2_vl` (Qwen2-VL: its ViT with a patch merger, `<|image_pad|>` "
+        "expanded to one token per merged 28x28 patch; pins torch 2.14.1 and torchvision "
+        "0.29.1); `qwen2_audio` (Qwen2-Audio: a Whisper-style audio encoder and projector, "
+        "`<|AUDIO|>` expanded to one token per 40 ms of audio; audios columns, pins av)."
     )
     image_max_pixels: int = Field(
         default=768 * 768,
@@ -153,8 +155,30 @@ class MultimodalSpec(Section):
     )
     freeze_projector: bool = Field(
         default=True,
-        description="Keep the projector (vision features to the language model) as it is. "
-        "Off: it trains fully (with LoRA it is saved beside the adapter, modules_to_save).",
+        description="Keep the projector (vision or audio features to the language model) as "
+        "it is. Off: it trains fully (with LoRA it is saved beside the adapter, "
+        "modules_to_save).",
+    )
+    audio_sampling_rate: int = Field(
+        default=16000,
+        gt=0,
+        le=192000,
+        description="qwen2_audio: the rate (Hz) audio is resampled to (mono) before the "
+        "feature extractor, which reads only its own rate: 16000 for Qwen2-Audio's Whisper "
+        "feature extractor (LLaMA-Factory's audio_sampling_rate).",
+    )
+    audio_max_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=30,
+        description="qwen2_audio: audio longer than this is cut to its first audio_max_seconds "
+        "in data.py, train.py, chat.py and serve.py (at most 30: Qwen2-Audio's feature "
+        "extractor reads one 30 s window, which is also all that vLLM reads).",
+    )
+    freeze_audio_tower: bool = Field(
+        default=True,
+        description="qwen2_audio: keep the audio encoder's weights as they are (no LoRA on it "
+        "either).",
     )
 
     @model_validator(mode="after")
@@ -163,6 +187,32 @@ class MultimodalSpec(Section):
             message = "image_min_pixels is larger than image_max_pixels"
             raise RuleError(("image_min_pixels",), message)
         return self
+
+    @model_validator(mode="after")
+    def _media_settings(self) -> MultimodalSpec:
+        """Image settings with the audio plugin, audio settings with an image plugin: refused."""
+        hears = self.plugin in AUDIO_PLUGINS
+        own = AUDIO_SETTINGS if hears else IMAGE_SETTINGS
+        for key in sorted(self.model_fields_set & (AUDIO_SETTINGS | IMAGE_SETTINGS) - own):
+            kind = "an image" if hears else "an audio"
+            message = f"{key} is {kind} setting; plugin {self.plugin} has no use for it"
+            raise RuleError((key,), message)
+        if hears and self.audio_sampling_rate != QWEN2_AUDIO_SAMPLING_RATE:
+            raise RuleError(
+                ("audio_sampling_rate",),
+                f"qwen2_audio's Whisper feature extractor reads {QWEN2_AUDIO_SAMPLING_RATE} Hz "
+                f"audio only; got {self.audio_sampling_rate} (data.py resamples every file to it)",
+            )
+        return self
+
+
+# The plugins that hear (audios columns); the others see (images columns).
+AUDIO_PLUGINS = ("qwen2_audio",)
+AUDIO_SETTINGS = frozenset({"audio_sampling_rate", "audio_max_seconds", "freeze_audio_tower"})
+IMAGE_SETTINGS = frozenset({"image_max_pixels", "image_min_pixels", "freeze_vision_tower"})
+# transformers' WhisperFeatureExtractor default rate, which Whisper-style encoders are trained at
+# (the generated load_processor checks the model's own feature extractor says the same).
+QWEN2_AUDIO_SAMPLING_RATE = 16000
 
 
 class ModelSpec(Section):
@@ -227,8 +277,8 @@ class ModelSpec(Section):
     )
     multimodal: MultimodalSpec | None = Field(
         default=None,
-        description="An image-text model: its image plugin, image sizes and what of the "
-        "vision side trains. None: a text-only model.",
+        description="An image-text or audio-text model: its media plugin, image sizes or "
+        "audio settings, and what of the vision or audio side trains. None: a text-only model.",
     )
 
 
@@ -742,7 +792,10 @@ class SharegptColumns(Section):
         default=None, description="Column of a row's video files: not supported yet."
     )
     audios: str | None = Field(
-        default=None, description="Column of a row's audio files: not supported yet."
+        default=None,
+        description="Column of a row's audio files (a list, paths relative to the dataset's "
+        "media_dir); each `<audio>` in the turns takes the next one. Needs model.multimodal "
+        "plugin qwen2_audio.",
     )
 
 
@@ -770,7 +823,10 @@ class OpenaiColumns(Section):
         default=None, description="Column of a row's video files: not supported yet."
     )
     audios: str | None = Field(
-        default=None, description="Column of a row's audio files: not supported yet."
+        default=None,
+        description="Column of a row's audio files (a list, paths relative to the dataset's "
+        "media_dir); each `<audio>` in the turns takes the next one. Needs model.multimodal "
+        "plugin qwen2_audio.",
     )
 
 
@@ -829,9 +885,10 @@ class _DatasetBase(Section):
     )
     media_dir: str | None = Field(
         default=None,
-        description="With an `images` column: the folder the image paths are relative to "
-        "(relative to the spec). Its image files (.jpg, .jpeg, .png, .webp, .bmp, .gif) are "
-        "copied into the project beside the dataset.",
+        description="With an `images` or `audios` column: the folder the media paths are "
+        "relative to (relative to the spec). Its image files (.jpg, .jpeg, .png, .webp, .bmp, "
+        ".gif) or audio files (.wav, .mp3, .flac, .ogg, .m4a) are copied into the project "
+        "beside the dataset.",
     )
 
     @field_validator("path")
@@ -891,30 +948,37 @@ class _DatasetBase(Section):
         return self
 
     def _media_rules(self) -> None:
-        for kind in ("videos", "audios"):
+        for kind in ("videos",):
             if getattr(self.columns, kind, None) is not None:
                 raise RuleError(
                     ("columns", kind),
                     f"not supported yet: {kind} columns (lfc's image plugins, llava and "
                     "qwen2_vl, read images only)",
                 )
-        images = getattr(self.columns, "images", None)
-        if images is None:
+        kinds = [k for k in ("images", "audios") if getattr(self.columns, k, None) is not None]
+        if len(kinds) > 1:
+            message = "not supported yet: images and audios in one dataset (no plugin reads both)"
+            raise RuleError(("columns", "audios"), message)
+        if not kinds:
             if self.media_dir is not None:
-                message = "media_dir holds the images of an `images` column: set columns.images"
+                message = (
+                    "media_dir holds the files of an `images` or `audios` column: set "
+                    "columns.images or columns.audios"
+                )
                 raise RuleError(("media_dir",), message)
             return
+        kind = kinds[0]
         if self.hub is not None:
             raise RuleError(
-                ("columns", "images"),
-                "not supported yet: images of a hub dataset (give a local file and media_dir)",
+                ("columns", kind),
+                f"not supported yet: {kind} of a hub dataset (give a local file and media_dir)",
             )
         if self.ranking or getattr(self.columns, "kto_tag", None):
-            raise RuleError(("columns", "images"), "not supported yet: images in preference data")
+            raise RuleError(("columns", kind), f"not supported yet: {kind} in preference data")
         if self.media_dir is None:
             raise RuleError(
-                ("columns", "images"),
-                "an `images` column needs `media_dir`: the folder its paths are relative to",
+                ("columns", kind),
+                f"an `{kind}` column needs `media_dir`: the folder its paths are relative to",
             )
 
     @property
@@ -1570,6 +1634,13 @@ class ServeSpec(Section):
         description="vLLM, image models only: most images one request may hold "
         "(--limit-mm-per-prompt).",
     )
+    max_audios_per_prompt: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="vLLM, audio models only: most audio clips one request may hold "
+        "(--limit-mm-per-prompt).",
+    )
 
     @field_validator("host")
     @classmethod
@@ -1775,14 +1846,42 @@ class Spec(Section):
     def _multimodal_rules(self) -> None:
         """An image model: what is supported with it, each refusal at its key."""
         multimodal = self.model.multimodal
-        if multimodal is None:
-            for index, dataset in enumerate(self.data.datasets):
-                if getattr(getattr(dataset, "columns", None), "images", None) is not None:
-                    raise RuleError(
-                        ("data", "datasets", index, "columns", "images"),
-                        "an images column needs an image model: set model.multimodal",
+        plugin = None if multimodal is None else multimodal.plugin
+        hears = plugin in AUDIO_PLUGINS
+        for index, dataset in enumerate(self.data.datasets):
+            columns = getattr(dataset, "columns", None)
+            at = ("data", "datasets", index, "columns")
+            if getattr(columns, "images", None) is not None:
+                if plugin is None:
+                    message = "an images column needs an image model: set model.multimodal"
+                    raise RuleError((*at, "images"), message)
+                if hears:
+                    message = (
+                        f"plugin {plugin} hears audio and sees no images: images need plugin "
+                        "llava or qwen2_vl"
                     )
+                    raise RuleError((*at, "images"), message)
+            if getattr(columns, "audios", None) is not None and not hears:
+                what = "no model.multimodal" if plugin is None else f"plugin {plugin} reads images"
+                raise RuleError(
+                    (*at, "audios"),
+                    f"an audios column needs an audio model ({what}): set model.multimodal "
+                    "plugin qwen2_audio (Qwen2-Audio, the family lfc can fine-tune on audio)",
+                )
+        if "max_audios_per_prompt" in self.serve.model_fields_set and not hears:
+            message = "max_audios_per_prompt is for an audio model (model.multimodal qwen2_audio)"
+            raise RuleError(("serve", "max_audios_per_prompt"), message)
+        if multimodal is None:
             return
+        if "max_images_per_prompt" in self.serve.model_fields_set and hears:
+            message = f"max_images_per_prompt is for an image model; plugin {plugin} hears audio"
+            raise RuleError(("serve", "max_images_per_prompt"), message)
+        if hears and self.pins.target != "cpu":
+            raise RuleError(
+                ("model", "multimodal", "plugin"),
+                f"not supported yet: qwen2_audio with pins.target {self.pins.target} (the audio "
+                "decoder av was resolved and tested with the cpu set only)",
+            )
         if multimodal.plugin == "qwen2_vl" and self.pins.target != "cpu":
             raise RuleError(
                 ("model", "multimodal", "plugin"),
@@ -1793,8 +1892,9 @@ class Spec(Section):
         if self.template != multimodal.plugin:
             raise RuleError(
                 ("template",),
-                f"the {multimodal.plugin} plugin renders images with the `{multimodal.plugin}` "
-                f"template (its image token); got {self.template!r}",
+                f"the {plugin} plugin renders {'audio' if hears else 'images'} with the "
+                f"`{plugin}` template (its {'audio' if hears else 'image'} token); got "
+                f"{self.template!r}",
             )
         refused: list[tuple[tuple[str, ...], bool, str]] = [
             (("stage",), self.stage.kind != "sft", f"stage {self.stage.kind}"),
@@ -1813,7 +1913,8 @@ class Spec(Section):
         ]
         for at, broken, what in refused:
             if broken:
-                raise RuleError(at, f"not supported yet: {what} with an image model")
+                kind = "an audio" if hears else "an image"
+                raise RuleError(at, f"not supported yet: {what} with {kind} model")
 
     def _method_rules(self) -> None:
         """Fine-tuning methods that cannot be combined, each refused at its key."""

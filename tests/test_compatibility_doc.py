@@ -131,7 +131,11 @@ COMBINATIONS: tuple[tuple[str, str, str], ...] = (
     ("Methods", "pre-quantized base with the swanlab tracker", "385-prequantized-swanlab.yaml"),
     ("Image models", "plugin qwen2_vl with pins.target cuda13.0", "320-qwen2vl-cuda-target.yaml"),
     ("Image models", "a videos column", "241-multimodal-videos-column.yaml"),
-    ("Image models", "an audios column", "242-multimodal-audios-column.yaml"),
+    (
+        "Image models",
+        "an audios column (llava and qwen2_vl see, not hear)",
+        "242-multimodal-audios-column.yaml",
+    ),
     ("Image models", "an images column on a text model", "243-images-without-multimodal.yaml"),
     ("Image models", "an images column without media_dir", "244-images-without-media-dir.yaml"),
     ("Image models", "another template than the plugin's", "245-multimodal-template-mismatch.yaml"),
@@ -142,6 +146,28 @@ COMBINATIONS: tuple[tuple[str, str, str], ...] = (
     ("Image models", "an Ollama Modelfile", "249-multimodal-ollama.yaml"),
     ("Image models", "stages other than sft", "254-multimodal-dpo.yaml"),
     ("Image models", "a quantized base model", "255-multimodal-quantization.yaml"),
+    ("Audio models", "an audios column on a text model", "370-audios-without-multimodal.yaml"),
+    ("Audio models", "an images column with qwen2_audio", "371-qwen2audio-images-column.yaml"),
+    ("Audio models", "qwen2_audio with another template", "372-qwen2audio-template-mismatch.yaml"),
+    ("Audio models", "a sampling rate other than 16 kHz", "373-qwen2audio-sampling-rate.yaml"),
+    ("Audio models", "image settings with qwen2_audio", "374-qwen2audio-image-setting.yaml"),
+    ("Audio models", "audio longer than 30 s", "375-qwen2audio-max-seconds.yaml"),
+    (
+        "Audio models",
+        "plugin qwen2_audio with pins.target cuda13.0",
+        "376-qwen2audio-cuda-target.yaml",
+    ),
+    ("Audio models", "an audios column without media_dir", "377-audios-without-media-dir.yaml"),
+    (
+        "Audio models",
+        "serve.max_audios_per_prompt on another model",
+        "378-max-audios-on-image-model.yaml",
+    ),
+    (
+        "Audio models",
+        "data.packing (and the image models' other refusals)",
+        "379-qwen2audio-packing.yaml",
+    ),
 )
 
 

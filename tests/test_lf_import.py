@@ -164,7 +164,13 @@ def _doc(rows: list[str]) -> str:
         "{plugin: ...}` of the same name (and image_max_pixels, image_min_pixels, "
         "freeze_vision_tower, freeze_multi_modal_projector onto it); the other multimodal "
         "templates (qwen3_vl, moss_vl, mllama, ...) are refused: lfc has no image plugin for "
-        "them. Other names are refused with the list above.",
+        "them. `qwen2_audio` maps to lfc's `qwen2_audio` template with `model.multimodal: "
+        "{plugin: qwen2_audio}` (audio_sampling_rate onto it, and freeze_vision_tower, which "
+        "LLaMA-Factory applies to Qwen2-Audio's audio_tower, as freeze_audio_tower; "
+        "freeze_multi_modal_projector as freeze_projector); lfc writes each clip as "
+        "transformers' Qwen2AudioProcessor template does (`Audio N: <|audio_bos|><|AUDIO|>"
+        "<|audio_eos|>` and a newline), LLaMA-Factory the audio tokens alone. Other names are "
+        "refused with the list above.",
         "",
         "## Keys without effect in an lfc project (kept as notes)",
         "",
@@ -217,6 +223,39 @@ def test_qwen2_vl_template_maps_onto_the_qwen2_vl_plugin() -> None:
     assert spec["template"] == "qwen2_vl"
     expected = {"plugin": "qwen2_vl", "image_max_pixels": 262144, "image_min_pixels": 1024}
     assert spec["model"]["multimodal"] == expected
+
+
+def test_qwen2_audio_template_maps_onto_the_qwen2_audio_plugin() -> None:
+    audio = {
+        "template": "qwen2_audio",
+        "audio_sampling_rate": 16000,
+        "freeze_vision_tower": True,
+        "freeze_multi_modal_projector": False,
+    }
+    imported = import_llamafactory({**MINIMAL, **audio})
+    spec = imported.spec
+    assert spec["template"] == "qwen2_audio"
+    expected = {
+        "plugin": "qwen2_audio",
+        "audio_sampling_rate": 16000,
+        "freeze_audio_tower": True,
+        "freeze_projector": False,
+    }
+    assert spec["model"]["multimodal"] == expected
+    assert any("Audio N: " in note for key, note in imported.notes if key == "template")
+    # Without the audio template the key does nothing, and says so.
+    notes = import_llamafactory({**MINIMAL, "audio_sampling_rate": 16000}).notes
+    assert ("audio_sampling_rate", "16000: no effect without an audio model") in notes
+
+
+def test_registry_audios_column_reads_media_from_the_registry_folder() -> None:
+    from lfc.registry import translate_entry
+
+    registry = json.loads((EXAMPLES / "data/llamafactory/dataset_info.json").read_text())
+    dataset = translate_entry("mllm_audio_demo", registry["mllm_audio_demo"], "lf", "sft")
+    assert dataset["columns"]["audios"] == "audios"
+    assert dataset["media_dir"] == "lf"
+    assert dataset["path"] == "lf/mllm_audio_demo.json"
 
 
 def test_registry_images_column_reads_media_from_the_registry_folder() -> None:

@@ -72,6 +72,22 @@ EXTRA_SECTIONS: dict[str, dict[str, Any]] = {
             "cutoff_len": 512,
         },
     },
+    "av": {
+        "model": {"name_or_path": "../tiny-qwen2-audio", "multimodal": {"plugin": "qwen2_audio"}},
+        "template": "qwen2_audio",
+        "adapter": {"kind": "lora", "rank": 4},
+        "data": {
+            "datasets": [
+                {
+                    "path": "mllm/mllm_audio_demo.json",
+                    "format": "sharegpt",
+                    "media_dir": "mllm",
+                    "columns": {**MLLM_COLUMNS, "images": None, "audios": "audios"},
+                }
+            ],
+            "cutoff_len": 512,
+        },
+    },
     **{
         method: {"model": {**MODEL, "prequantized": method}, "serve": {"lora_adapter": True}}
         for method in ("gptq", "awq")
@@ -144,7 +160,7 @@ def test_every_extra_is_pinned_or_refused(
     sections = _merged(
         {"pins": {"target": target}, "model": {**MODEL, "loader": loader}}, EXTRA_SECTIONS[extra]
     )
-    if extra == "pillow":
+    if extra in ("pillow", "av"):
         shutil.copytree(FIXTURES / "mllm", tmp_path / "mllm")
     try:
         files = compile_file(write_variant(tmp_path, sections)).files
