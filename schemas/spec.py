@@ -25,6 +25,19 @@ from pydantic import (
 SPEC_VERSION = 1
 # Inits whose adapter does not start at zero: train.py rewrites it as plain LoRA on the base.
 CONVERTED_INITS = ("pissa", "olora", "loftq")
+# Pre-quantized formats transformers 5.24 has a quantizer for, which lfc cannot train on, and
+# why (each checked against the installed libraries in tests/test_prequantized_formats.py).
+UNSUPPORTED_PREQUANTIZED = {
+    "hqq": "transformers 5.24's HQQ quantizer never builds HQQ layers: quantizing on load "
+    "raises 'HQQ is not available yet', and a saved HQQ model loads as plain Linear layers "
+    "with its quantized weights dropped and random ones in their place",
+    "eetq": "peft 0.21.2 puts LoRA on EETQ layers only when the eetq package is installed, and "
+    "eetq has no release on PyPI (transformers 5.24 also fetches its EETQ kernels from the "
+    "Hugging Face Hub at load time)",
+    "aqlm": "transformers 5.24 matches an AQLM model's linear_weights_not_to_quantize "
+    "('lm_head.weight', as AQLM writes them) against module names, so it turns lm_head into an "
+    "AQLM layer whose codes the checkpoint lacks (left uninitialized: NaN logits)",
+}
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -208,14 +221,16 @@ class ModelSpec(Section):
         description="Stretch the model's rotary position embeddings to train on longer "
         "sequences than it was pre-trained on.",
     )
-    prequantized: Literal["gptq", "awq"] | None = Field(
+    prequantized: Literal["gptq", "awq", "hqq", "eetq", "aqlm"] | None = Field(
         default=None,
         description="The base model is already quantized (its config.json holds a GPTQ or AWQ "
         "`quantization_config`): LoRA adapters train on the frozen quantized weights, and "
         "requirements pin gptqmodel (and optimum for GPTQ), which transformers loads them with "
         "(pins.target cuda13.0 only). peft cannot merge LoRA into these layers: export.py "
         "exports the adapter with the tokenizer and generation config, and serve_vllm.sh "
-        "serves base + adapter (serve.lora_adapter: true). None: a full-precision base model.",
+        "serves base + adapter (serve.lora_adapter: true). `hqq`, `eetq` and `aqlm` are "
+        "refused with the reason (transformers 5.24 / peft 0.21.2 cannot train on them). "
+        "None: a full-precision base model.",
     )
     loader: Literal["transformers", "unsloth"] = Field(
         default="transformers",
@@ -1902,6 +1917,12 @@ class Spec(Section):
                 "bfloat16 or float16",
             )
         prequantized = model.prequantized
+        if prequantized in UNSUPPORTED_PREQUANTIZED:
+            raise RuleError(
+                ("model", "prequantized"),
+                f"{UNSUPPORTED_PREQUANTIZED[prequantized]}: use a GPTQ or AWQ base, or "
+                "model.quantization (bitsandbytes QLoRA) on the full-precision model",
+            )
         if prequantized is not None:
             if adapter.kind != "lora":
                 raise RuleError(
