@@ -34,10 +34,10 @@ UNSUPPORTED_PREQUANTIZED = {
     "eetq": "peft 0.21.2 puts LoRA on EETQ layers only when the eetq package is installed, and "
     "eetq has no release on PyPI (transformers 5.24 also fetches its EETQ kernels from the "
     "Hugging Face Hub at load time)",
-    "aqlm": "transformers 5.24 matches an AQLM model's linear_weights_not_to_quantize "
-    "('lm_head.weight', as AQLM writes them) against module names, so it turns lm_head into an "
-    "AQLM layer whose codes the checkpoint lacks (left uninitialized: NaN logits)",
 }
+# Pre-quantized formats vLLM 0.33.0 cannot load (its QUANTIZATION_METHODS has no such name):
+# their projects serve with serve.py only.
+NOT_SERVED_BY_VLLM = ("aqlm",)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -223,12 +223,13 @@ class ModelSpec(Section):
     )
     prequantized: Literal["gptq", "awq", "hqq", "eetq", "aqlm"] | None = Field(
         default=None,
-        description="The base model is already quantized (its config.json holds a GPTQ or AWQ "
-        "`quantization_config`): LoRA adapters train on the frozen quantized weights, and "
-        "requirements pin gptqmodel (and optimum for GPTQ), which transformers loads them with "
-        "(pins.target cuda13.0 only). peft cannot merge LoRA into these layers: export.py "
-        "exports the adapter with the tokenizer and generation config, and serve_vllm.sh "
-        "serves base + adapter (serve.lora_adapter: true). `hqq`, `eetq` and `aqlm` are "
+        description="The base model is already quantized (its config.json holds a GPTQ, AWQ "
+        "or AQLM `quantization_config`): LoRA adapters train on the frozen quantized weights, "
+        "and requirements pin what transformers loads them with: gptqmodel (and optimum for "
+        "GPTQ; pins.target cuda13.0 only), or aqlm (any target). peft cannot merge LoRA into "
+        "these layers: export.py exports the adapter with the tokenizer and generation config; "
+        "serve_vllm.sh serves GPTQ/AWQ base + adapter (serve.lora_adapter: true), while vLLM "
+        "cannot load AQLM, so an AQLM project serves with serve.py. `hqq` and `eetq` are "
         "refused with the reason (transformers 5.24 / peft 0.21.2 cannot train on them). "
         "None: a full-precision base model.",
     )
@@ -1815,6 +1816,11 @@ class Spec(Section):
             (("stage",), self.stage.kind != "sft", f"stage {self.stage.kind}"),
             (("adapter", "kind"), self.adapter.kind == "freeze", "adapter freeze"),
             (("model", "quantization"), self.model.quantization is not None, "quantization"),
+            (
+                ("model", "prequantized"),
+                self.model.prequantized is not None,
+                "a pre-quantized base",
+            ),
             (("model", "rope_scaling"), self.model.rope_scaling is not None, "rope_scaling"),
             (("data", "packing"), self.data.packing, "data.packing"),
             (("distributed",), self.distributed.kind != "single", "distributed training"),
@@ -1958,12 +1964,38 @@ class Spec(Section):
                 if getattr(self.export, key) != default:
                     raise RuleError(
                         ("export", key),
-                        f"a {prequantized} base exports its LoRA adapter as trained, not a "
+                        f"the {prequantized} base exports its LoRA adapter as trained, not a "
                         f"merged model: export.{key} has nothing to apply to; remove it",
                     )
+            if prequantized == "aqlm" and adapter.target == "all-linear":
+                raise RuleError(
+                    ("adapter", "target"),
+                    "peft 0.21.2's all-linear takes torch Linear layers only, and an AQLM "
+                    "model's are aqlm QuantizedLinear (it would find none): list the modules, "
+                    "e.g. [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]",
+                )
+            if prequantized == "aqlm" and isinstance(adapter, LoraAdapter) and adapter.dora:
+                raise RuleError(
+                    ("adapter", "dora"),
+                    "peft 0.21.2 has no DoRA for AQLM layers (AqlmLoraLinear refuses use_dora): "
+                    "remove adapter.dora",
+                )
+            if prequantized in NOT_SERVED_BY_VLLM:
+                vllm_only = {"lora_adapter": False, "tensor_parallel_size": 1}
+                vllm_only["gpu_memory_utilization"] = 0.9
+                for key, default in vllm_only.items():
+                    if getattr(self.serve, key) != default:
+                        raise RuleError(
+                            ("serve", key),
+                            f"vLLM 0.33 has no {prequantized} quantization method, so it cannot "
+                            f"load this base and no serve_vllm.sh is written (serve.py serves "
+                            f"the base + the adapter): serve.{key} has nothing to apply to; "
+                            "remove it",
+                        )
         if isinstance(adapter, LoraAdapter) and adapter.init == "loftq":
             self._loftq_rules()
-        if prequantized is not None and not self.serve.lora_adapter:
+        served_by_vllm = prequantized not in NOT_SERVED_BY_VLLM
+        if prequantized is not None and served_by_vllm and not self.serve.lora_adapter:
             raise RuleError(
                 ("model", "prequantized"),
                 f"peft cannot merge LoRA into {prequantized} layers, so there is no merged model "
@@ -1983,7 +2015,7 @@ class Spec(Section):
                 ),
                 (
                     ("model", "prequantized"),
-                    prequantized is not None,
+                    prequantized in ("gptq", "awq"),
                     "gptqmodel (which transformers loads GPTQ and AWQ weights with) is resolved "
                     "and pinned for the CUDA set only",
                 ),

@@ -1,12 +1,15 @@
-"""Pre-quantized formats lfc refuses (`model.prequantized: hqq | eetq | aqlm`), each reason
-checked against the installed transformers 5.24 and peft 0.21.2.
+"""Pre-quantized formats beyond GPTQ/AWQ, checked against the installed transformers 5.24 and
+peft 0.21.2: why lfc refuses `model.prequantized: hqq | eetq`, and why its AQLM projects name
+the unquantized modules for transformers.
 
-transformers 5.24 has a quantizer for each of the three, but none gives a base LoRA trains on:
-HQQ's quantizer never builds HQQ layers, peft wraps EETQ layers only with the `eetq` package
-(not on PyPI), and AQLM checkpoints load with an uninitialized lm_head. These tests fail when
-a library fixes its part, so the refusal (schemas/spec.py UNSUPPORTED_PREQUANTIZED, corpus
-350-352) is revisited then. The checks that need the hqq or aqlm package skip without it (they
-are not lfc test dependencies); `pip install hqq==0.2.8.post1 aqlm==1.1.7` runs them.
+HQQ's quantizer never builds HQQ layers, and peft wraps EETQ layers only with the `eetq`
+package (not on PyPI): refused (schemas/spec.py UNSUPPORTED_PREQUANTIZED, corpus 350, 351).
+AQLM checkpoints name their unquantized weights (`lm_head.weight`), which transformers 5.24
+matches against module names: loaded as they are, lm_head becomes an AQLM layer with no codes,
+so the generated model.py strips `.weight` (tests/test_prequantized_aqlm.py trains on one).
+These tests fail when a library fixes its part, so the refusal or the workaround is revisited.
+The checks that need hqq or aqlm skip without them (hqq is not an lfc test dependency;
+`pip install hqq==0.2.8.post1` runs its check).
 """
 
 from __future__ import annotations
