@@ -161,3 +161,34 @@ def test_cpu_aqlm_pins_are_the_installed_set() -> None:
         if importlib.util.find_spec(name) is None:
             pytest.skip(f"{name} is not installed here")
         assert pins[name] == version(name), name
+
+
+@pytest.mark.parametrize(
+    ("prequantized", "quantization", "message"),
+    [
+        (None, {"quant_method": "aqlm"}, "model.name_or_path: ../m is aqlm-quantized"),
+        ("aqlm", {"quant_method": "gptq"}, "but ../m/config.json has a gptq quantization_config"),
+        ("gptq", None, "model.prequantized: model.prequantized is gptq, but ../m/config.json has"),
+        ("aqlm", {"quant_method": "aqlm", "nbits_per_codebook": 8}, "has 8-bit AQLM codebooks"),
+    ],
+)
+def test_local_model_quantization_is_checked_at_compile_time(
+    tmp_path: Path, prequantized: str | None, quantization: dict | None, message: str
+) -> None:
+    """`lfc compile` reads a local model's config.json: its quant_method must be
+    model.prequantized; 8-bit AQLM codebooks cannot train on the cpu target (see
+    test_prequantized_formats.py for why)."""
+    from lfc.errors import SpecError
+
+    (tmp_path / "m").mkdir()
+    config = {"model_type": "llama"}
+    if quantization is not None:
+        config["quantization_config"] = quantization
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    model = {"name_or_path": "../m", "prequantized": prequantized}
+    adapter = AQLM["adapter"] if prequantized == "aqlm" else {"kind": "lora"}
+    serve = {"serve": {"lora_adapter": True}} if prequantized == "gptq" else {}
+    pins = {"pins": {"target": "cuda13.0"}} if prequantized == "gptq" else {}
+    spec = write_variant(tmp_path, {"model": model, "adapter": adapter, **serve, **pins})
+    with pytest.raises(SpecError, match=message):
+        compile_file(spec, tmp_path / "run")

@@ -173,3 +173,30 @@ def test_aqlm_checkpoint_loads_with_an_uninitialized_lm_head(tmp_path: Path) -> 
     q_proj = adapted.model.layers[0].self_attn.q_proj
     assert type(q_proj).__name__ == "AqlmLoraLinear" and torch.isfinite(loss)
     assert q_proj.lora_A["default"].weight.grad is not None
+
+
+def test_peft_lora_on_aqlm_8bit_codebooks_cannot_train_on_the_cpu() -> None:
+    """With aqlm and numba installed: aqlm 1.1.7 multiplies 8-bit codebooks on the CPU with its
+    numba kernel, whose output is a view (a reshape inside a custom autograd Function), and
+    peft 0.21.2's AqlmLoraLinear adds LoRA's output to it in place: autograd refuses."""
+    pytest.importorskip("aqlm")
+    pytest.importorskip("numba")
+    from aqlm import QuantizedLinear
+    from aqlm.inference_kernels import get_forward_pass_kernel
+
+    layer = QuantizedLinear(16, 16, 8, 1, 1, 8, bias=False)
+    layer.codebooks.data = torch.randn(1, 256, 1, 8)
+    layer.codes.data = torch.randint(-128, 128, (16, 2, 1), dtype=torch.int8)
+    layer.scales.data = torch.ones(16, 1, 1, 1)
+    assert get_forward_pass_kernel(layer.codebooks, True).__name__ == "numba_gemm_lut"
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = layer
+
+    block = inject_adapter_in_model(LoraConfig(r=4, target_modules=["proj"]), Block())
+    with torch.no_grad():
+        assert torch.isfinite(block.proj(torch.randn(2, 3, 16))).all()  # inference works
+    with pytest.raises(RuntimeError, match="is a view and is being modified inplace"):
+        block.proj(torch.randn(2, 3, 16, requires_grad=True))
