@@ -1967,12 +1967,14 @@ class Spec(Section):
                         f"the {prequantized} base exports its LoRA adapter as trained, not a "
                         f"merged model: export.{key} has nothing to apply to; remove it",
                     )
-            if prequantized == "aqlm" and adapter.target == "all-linear":
+            if isinstance(adapter, LoraAdapter) and adapter.target == "all-linear":
+                layers = "aqlm's QuantizedLinear" if prequantized == "aqlm" else "gptqmodel's"
+                layers += " modules, not torch Linear"
                 raise RuleError(
                     ("adapter", "target"),
-                    "peft 0.21.2's all-linear takes torch Linear layers only, and an AQLM "
-                    "model's are aqlm QuantizedLinear (it would find none): list the modules, "
-                    "e.g. [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]",
+                    f"peft 0.21.2's all-linear picks torch Linear layers only, and this "
+                    f"{prequantized} model's are {layers} (it would find none): list the "
+                    "modules, e.g. [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]",
                 )
             if prequantized == "aqlm" and isinstance(adapter, LoraAdapter) and adapter.dora:
                 raise RuleError(

@@ -131,6 +131,7 @@ COMBINATIONS: tuple[tuple[str, str, str], ...] = (
     ("Methods", "an HQQ pre-quantized base", "350-prequantized-hqq.yaml"),
     ("Methods", "an EETQ pre-quantized base", "351-prequantized-eetq.yaml"),
     ("Methods", "pre-quantized base with an image model", "355-prequantized-image-model.yaml"),
+    ("Methods", "pre-quantized base with target all-linear", "358-gptq-all-linear.yaml"),
     ("Methods", "AQLM base with target all-linear", "357-aqlm-all-linear.yaml"),
     ("Methods", "AQLM base with DoRA", "353-aqlm-dora.yaml"),
     (

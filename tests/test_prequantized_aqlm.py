@@ -149,18 +149,17 @@ def test_aqlm_project_on_cuda_pins_the_recorded_resolution(tmp_path: Path) -> No
     assert "config = AutoConfig" not in compile_file(plain).files["model.py"].decode()
 
 
-def test_cpu_aqlm_pins_are_the_installed_set() -> None:
-    """The cpu set's aqlm extra (aqlm[cpu]: numba kernels for 8-bit codebooks) was installed
-    into this venv with the set (pip check clean): the pins are the versions found here."""
+def test_cpu_aqlm_pin_is_the_installed_aqlm() -> None:
+    """The cpu set's aqlm extra is aqlm alone, the version installed with the set here (pip
+    check clean): codebooks other than 8-bit multiply in plain torch on the CPU; 8-bit ones
+    need numba and cannot train there anyway (refused for a local model, see below)."""
     from importlib.metadata import version
 
     from lfc.pins import training_pins
 
-    pins = training_pins("cpu", ("aqlm",)).packages
-    for name in ("aqlm", "numba", "scipy"):
-        if importlib.util.find_spec(name) is None:
-            pytest.skip(f"{name} is not installed here")
-        assert pins[name] == version(name), name
+    cpu = training_pins("cpu", ("aqlm",)).packages
+    assert set(cpu) - set(training_pins("cpu", ()).packages) == {"aqlm"}
+    assert cpu["aqlm"] == version("aqlm") == "1.1.7"
 
 
 @pytest.mark.parametrize(

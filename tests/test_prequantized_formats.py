@@ -200,3 +200,21 @@ def test_peft_lora_on_aqlm_8bit_codebooks_cannot_train_on_the_cpu() -> None:
         assert torch.isfinite(block.proj(torch.randn(2, 3, 16))).all()  # inference works
     with pytest.raises(RuntimeError, match="is a view and is being modified inplace"):
         block.proj(torch.randn(2, 3, 16, requires_grad=True))
+
+
+def test_peft_all_linear_finds_no_quantized_layer_that_is_not_a_torch_linear() -> None:
+    """peft 0.21.2 resolves all-linear to torch Linear (and Conv1D) modules only. gptqmodel
+    7.6.0's quantized layers derive from its BaseQuantLinear(nn.Module) (read in its source) and
+    aqlm's QuantizedLinear from nn.Module, so on those models it finds nothing: lfc refuses
+    all-linear with a pre-quantized base. Shown with transformers' EetqLinear, another such
+    module (constructed on the CPU; its kernels load only when a model is quantized)."""
+    from peft import get_peft_model
+    from peft.utils.error import NoMatchingPeftModuleError
+    from transformers.integrations.eetq import EetqLinear
+
+    model = _tiny_llama()
+    for parent, name in _decoder_linears(model):
+        linear = getattr(parent, name)
+        setattr(parent, name, EetqLinear(linear.in_features, linear.out_features))
+    with pytest.raises(NoMatchingPeftModuleError, match="No `target_modules` passed"):
+        get_peft_model(model, LoraConfig(r=4, target_modules="all-linear"))

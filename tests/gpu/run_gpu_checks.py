@@ -50,12 +50,14 @@ TRAINED: dict[str, dict] = {
         "model": BF16,
         "distributed": {"kind": "deepspeed", "zero_stage": 2, "num_processes": 1},
     },
-    # gptq_quantize.py makes ../tiny-llama-gptq first (in the venv, once gptqmodel is in it).
+    # gptq_quantize.py makes ../tiny-llama-gptq first (in the venv, once gptqmodel is in it);
+    # the modules are named: peft's all-linear finds no gptqmodel layer.
     "gptq-base": {
         "model": {"name_or_path": "../tiny-llama-gptq", "dtype": "float16", "prequantized": "gptq"},
+        "adapter": {"kind": "lora", "rank": 8, "alpha": 16, "target": ["q_proj", "v_proj"]},
         "serve": {"lora_adapter": True},
     },
-    # aqlm_quantize.py makes ../tiny-llama-aqlm first; peft's all-linear finds no AQLM layer.
+    # aqlm_quantize.py makes ../tiny-llama-aqlm first.
     "aqlm-base": {
         "model": {"name_or_path": "../tiny-llama-aqlm", "dtype": "float16", "prequantized": "aqlm"},
         "adapter": {"kind": "lora", "rank": 8, "alpha": 16, "target": ["q_proj", "v_proj"]},
