@@ -185,7 +185,7 @@ def test_local_model_quantization_is_checked_at_compile_time(
         config["quantization_config"] = quantization
     (tmp_path / "m" / "config.json").write_text(json.dumps(config))
     model = {"name_or_path": "../m", "prequantized": prequantized}
-    adapter = AQLM["adapter"] if prequantized == "aqlm" else {"kind": "lora"}
+    adapter = AQLM["adapter"] if prequantized else {"kind": "lora"}
     serve = {"serve": {"lora_adapter": True}} if prequantized == "gptq" else {}
     pins = {"pins": {"target": "cuda13.0"}} if prequantized == "gptq" else {}
     spec = write_variant(tmp_path, {"model": model, "adapter": adapter, **serve, **pins})
