@@ -1911,6 +1911,12 @@ class Spec(Section):
         """GPU kernels, LoftQ, pre-quantized bases and Unsloth: their combinations first (so
         each rule is reachable), then what is not generated yet, then the CUDA target."""
         model, adapter, stage = self.model, self.adapter, self.stage.kind
+        if model.prequantized in UNSUPPORTED_PREQUANTIZED:
+            raise RuleError(
+                ("model", "prequantized"),
+                f"{UNSUPPORTED_PREQUANTIZED[model.prequantized]}: use a GPTQ, AWQ or AQLM "
+                "base, or model.quantization (bitsandbytes QLoRA) on the full-precision model",
+            )
         if model.loader == "unsloth":
             self._unsloth_rules()
         if model.attn_implementation == "flash_attention_2" and model.dtype not in (
@@ -1923,12 +1929,6 @@ class Spec(Section):
                 "bfloat16 or float16",
             )
         prequantized = model.prequantized
-        if prequantized in UNSUPPORTED_PREQUANTIZED:
-            raise RuleError(
-                ("model", "prequantized"),
-                f"{UNSUPPORTED_PREQUANTIZED[prequantized]}: use a GPTQ or AWQ base, or "
-                "model.quantization (bitsandbytes QLoRA) on the full-precision model",
-            )
         if prequantized is not None:
             if adapter.kind != "lora":
                 raise RuleError(
@@ -2067,10 +2067,12 @@ class Spec(Section):
                 "loader transformers",
             )
         if model.prequantized is not None:
+            gptq = model.prequantized in ("gptq", "awq")
             raise RuleError(
                 ("model", "prequantized"),
-                "GPTQ/AWQ bases are not generated for Unsloth (gptqmodel was resolved with "
-                "the transformers 5.24 set only): use loader transformers",
+                f"{'GPTQ/AWQ' if gptq else 'AQLM'} bases are not generated for Unsloth "
+                f"({'gptqmodel' if gptq else 'aqlm'} was resolved with the transformers 5.24 "
+                "set only): use loader transformers",
             )
         if model.attn_implementation != "sdpa":
             raise RuleError(

@@ -134,6 +134,7 @@ COMBINATIONS: tuple[tuple[str, str, str], ...] = (
     ("Methods", "pre-quantized base with target all-linear", "358-gptq-all-linear.yaml"),
     ("Methods", "AQLM base with target all-linear", "357-aqlm-all-linear.yaml"),
     ("Methods", "AQLM base with DoRA", "353-aqlm-dora.yaml"),
+    ("Methods", "AQLM base with Unsloth", "359-aqlm-unsloth.yaml"),
     (
         "Methods",
         "AQLM base with vLLM settings (lora_adapter, ...)",
