@@ -300,11 +300,21 @@ def _adapter(state: _State, value: Any) -> None:
         state.refused.append(("finetuning_type", f"finetuning_type {value!r} is not supported"))
 
 
+# LLaMA-Factory quantizes these on load (HqqConfig, EetqConfig); why lfc cannot.
+ON_LOAD_QUANTIZATION = {
+    "hqq": "LLaMA-Factory quantizes on load with HqqConfig, which transformers 5.24 refuses "
+    "(its HQQ quantizer raises 'HQQ is not available yet')",
+    "eetq": "LLaMA-Factory quantizes on load with EetqConfig, and peft 0.21.2 puts LoRA on EETQ "
+    "layers only with the eetq package, which has no release on PyPI",
+}
+
+
 def _quantization(state: _State, value: Any) -> None:
     config = state.config
     method = config.get("quantization_method", "bnb")
     if method != "bnb":
-        message = f"quantization_method {method!r}: lfc trains on bitsandbytes (bnb) only"
+        reason = ON_LOAD_QUANTIZATION.get(method, "lfc trains on bitsandbytes (bnb) only")
+        message = f"quantization_method {method!r}: {reason}; use quantization_method bnb"
         state.refused.append(("quantization_method", message))
         return
     if value not in (4, 8):

@@ -49,6 +49,9 @@ _SERVING_FILES = [
     ("chat.py", "project/chat.py.j2"),
     ("export.py", "project/export.py.j2"),
     ("serve.py", "project/serve.py.j2"),
+]
+# vLLM serving, unless vLLM cannot load the base.
+_VLLM_FILES = [
     ("serve_vllm.sh", "project/serve_vllm.sh.j2"),
     ("requirements-serve.txt", "project/requirements-serve.txt.j2"),
     ("Dockerfile.serve", "project/Dockerfile.serve.j2"),
@@ -121,6 +124,8 @@ def _file_table(plan: Plan) -> list[tuple[str, str]]:
     files.append(("train.py", f"project/stages/{stage}.py.j2"))
     if plan.generative:
         files += _SERVING_FILES
+    if plan.serves_with_vllm:
+        files += _VLLM_FILES
     if plan.spec.model.prequantized is not None:  # peft cannot merge into its layers
         files[files.index(("export.py", "project/export.py.j2"))] = (
             "export.py",
@@ -208,7 +213,7 @@ def lock_file(plan: Plan, files: Mapping[str, bytes]) -> bytes:
             "target": plan.pins.target,
             "reason": plan.pins.reason,
             "training": plan.pins.packages,
-            **({"serving": plan.serving.packages} if plan.generative else {}),
+            **({"serving": plan.serving.packages} if plan.serves_with_vllm else {}),
         },
         "chat_template": {
             "name": plan.template.name,

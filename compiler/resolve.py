@@ -19,6 +19,7 @@ from lfc.schemas.spec import (
     AUDIO_PLUGINS,
     CONVERTED_INITS,
     NAMED_TRACKERS,
+    NOT_SERVED_BY_VLLM,
     STAGE_SHAPES,
     ApolloOptimizer,
     BadamOptimizer,
@@ -207,6 +208,11 @@ class Plan:
             and not self.multimodal
             and self.spec.model.prequantized is None
         )
+
+    @property
+    def serves_with_vllm(self) -> bool:
+        """serve_vllm.sh and its image: for chat models, unless vLLM cannot load the base."""
+        return self.generative and self.spec.model.prequantized not in NOT_SERVED_BY_VLLM
 
     @property
     def has_images(self) -> bool:
@@ -799,7 +805,7 @@ def _extras(spec: Spec) -> tuple[str, ...]:
     elif spec.model.multimodal is not None:
         extras.append("pillow")  # data.py and train.py open the images
     if spec.model.prequantized is not None:
-        extras.append(spec.model.prequantized)  # gptqmodel (+ optimum for gptq) loads the base
+        extras.append(spec.model.prequantized)  # gptqmodel (+ optimum) or aqlm loads the base
     return tuple(extras)
 
 

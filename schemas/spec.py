@@ -25,6 +25,19 @@ from pydantic import (
 SPEC_VERSION = 1
 # Inits whose adapter does not start at zero: train.py rewrites it as plain LoRA on the base.
 CONVERTED_INITS = ("pissa", "olora", "loftq")
+# Pre-quantized formats transformers 5.24 has a quantizer for, which lfc cannot train on, and
+# why (each checked against the installed libraries in tests/test_prequantized_formats.py).
+UNSUPPORTED_PREQUANTIZED = {
+    "hqq": "transformers 5.24's HQQ quantizer never builds HQQ layers: quantizing on load "
+    "raises 'HQQ is not available yet', and a saved HQQ model loads as plain Linear layers "
+    "with its quantized weights dropped and random ones in their place",
+    "eetq": "peft 0.21.2 puts LoRA on EETQ layers only when the eetq package is installed, and "
+    "eetq has no release on PyPI (transformers 5.24 also fetches its EETQ kernels from the "
+    "Hugging Face Hub at load time)",
+}
+# Pre-quantized formats vLLM 0.33.0 cannot load (its QUANTIZATION_METHODS has no such name):
+# their projects serve with serve.py only.
+NOT_SERVED_BY_VLLM = ("aqlm",)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -258,14 +271,17 @@ class ModelSpec(Section):
         description="Stretch the model's rotary position embeddings to train on longer "
         "sequences than it was pre-trained on.",
     )
-    prequantized: Literal["gptq", "awq"] | None = Field(
+    prequantized: Literal["gptq", "awq", "hqq", "eetq", "aqlm"] | None = Field(
         default=None,
-        description="The base model is already quantized (its config.json holds a GPTQ or AWQ "
-        "`quantization_config`): LoRA adapters train on the frozen quantized weights, and "
-        "requirements pin gptqmodel (and optimum for GPTQ), which transformers loads them with "
-        "(pins.target cuda13.0 only). peft cannot merge LoRA into these layers: export.py "
-        "exports the adapter with the tokenizer and generation config, and serve_vllm.sh "
-        "serves base + adapter (serve.lora_adapter: true). None: a full-precision base model.",
+        description="The base model is already quantized (its config.json holds a GPTQ, AWQ "
+        "or AQLM `quantization_config`): LoRA adapters train on the frozen quantized weights, "
+        "and requirements pin what transformers loads them with: gptqmodel (and optimum for "
+        "GPTQ; pins.target cuda13.0 only), or aqlm (any target). peft cannot merge LoRA into "
+        "these layers: export.py exports the adapter with the tokenizer and generation config; "
+        "serve_vllm.sh serves GPTQ/AWQ base + adapter (serve.lora_adapter: true), while vLLM "
+        "cannot load AQLM, so an AQLM project serves with serve.py. `hqq` and `eetq` are "
+        "refused with the reason (transformers 5.24 / peft 0.21.2 cannot train on them). "
+        "None: a full-precision base model.",
     )
     loader: Literal["transformers", "unsloth"] = Field(
         default="transformers",
@@ -1900,6 +1916,11 @@ class Spec(Section):
             (("stage",), self.stage.kind != "sft", f"stage {self.stage.kind}"),
             (("adapter", "kind"), self.adapter.kind == "freeze", "adapter freeze"),
             (("model", "quantization"), self.model.quantization is not None, "quantization"),
+            (
+                ("model", "prequantized"),
+                self.model.prequantized is not None,
+                "a pre-quantized base",
+            ),
             (("model", "rope_scaling"), self.model.rope_scaling is not None, "rope_scaling"),
             (("data", "packing"), self.data.packing, "data.packing"),
             (("distributed",), self.distributed.kind != "single", "distributed training"),
@@ -1991,6 +2012,12 @@ class Spec(Section):
         """GPU kernels, LoftQ, pre-quantized bases and Unsloth: their combinations first (so
         each rule is reachable), then what is not generated yet, then the CUDA target."""
         model, adapter, stage = self.model, self.adapter, self.stage.kind
+        if model.prequantized in UNSUPPORTED_PREQUANTIZED:
+            raise RuleError(
+                ("model", "prequantized"),
+                f"{UNSUPPORTED_PREQUANTIZED[model.prequantized]}: use a GPTQ, AWQ or AQLM "
+                "base, or model.quantization (bitsandbytes QLoRA) on the full-precision model",
+            )
         if model.loader == "unsloth":
             self._unsloth_rules()
         if model.attn_implementation == "flash_attention_2" and model.dtype not in (
@@ -2038,12 +2065,40 @@ class Spec(Section):
                 if getattr(self.export, key) != default:
                     raise RuleError(
                         ("export", key),
-                        f"a {prequantized} base exports its LoRA adapter as trained, not a "
+                        f"the {prequantized} base exports its LoRA adapter as trained, not a "
                         f"merged model: export.{key} has nothing to apply to; remove it",
                     )
+            if isinstance(adapter, LoraAdapter) and adapter.target == "all-linear":
+                layers = "aqlm's QuantizedLinear" if prequantized == "aqlm" else "gptqmodel's"
+                layers += " modules, not torch Linear"
+                raise RuleError(
+                    ("adapter", "target"),
+                    f"peft 0.21.2's all-linear picks torch Linear layers only, and this "
+                    f"{prequantized} model's are {layers} (it would find none): list the "
+                    "modules, e.g. [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]",
+                )
+            if prequantized == "aqlm" and isinstance(adapter, LoraAdapter) and adapter.dora:
+                raise RuleError(
+                    ("adapter", "dora"),
+                    "peft 0.21.2 has no DoRA for AQLM layers (AqlmLoraLinear refuses use_dora): "
+                    "remove adapter.dora",
+                )
+            if prequantized in NOT_SERVED_BY_VLLM:
+                vllm_only = {"lora_adapter": False, "tensor_parallel_size": 1}
+                vllm_only["gpu_memory_utilization"] = 0.9
+                for key, default in vllm_only.items():
+                    if getattr(self.serve, key) != default:
+                        raise RuleError(
+                            ("serve", key),
+                            f"vLLM 0.33 has no {prequantized} quantization method, so it cannot "
+                            f"load this base and no serve_vllm.sh is written (serve.py serves "
+                            f"the base + the adapter): serve.{key} has nothing to apply to; "
+                            "remove it",
+                        )
         if isinstance(adapter, LoraAdapter) and adapter.init == "loftq":
             self._loftq_rules()
-        if prequantized is not None and not self.serve.lora_adapter:
+        served_by_vllm = prequantized not in NOT_SERVED_BY_VLLM
+        if prequantized is not None and served_by_vllm and not self.serve.lora_adapter:
             raise RuleError(
                 ("model", "prequantized"),
                 f"peft cannot merge LoRA into {prequantized} layers, so there is no merged model "
@@ -2063,7 +2118,7 @@ class Spec(Section):
                 ),
                 (
                     ("model", "prequantized"),
-                    prequantized is not None,
+                    prequantized in ("gptq", "awq"),
                     "gptqmodel (which transformers loads GPTQ and AWQ weights with) is resolved "
                     "and pinned for the CUDA set only",
                 ),
@@ -2075,7 +2130,7 @@ class Spec(Section):
                         f"{reason}; pins.target cpu has none: set pins.target cuda13.0, or "
                         f"remove {'.'.join(at)}",
                     )
-        if prequantized is not None and "swanlab" in self.train.report_to:
+        if prequantized in ("gptq", "awq") and "swanlab" in self.train.report_to:
             # pip 26.3's dry run of the cuda13.0 set with both: ResolutionImpossible.
             raise RuleError(
                 ("train", "report_to", self.train.report_to.index("swanlab")),
@@ -2121,10 +2176,12 @@ class Spec(Section):
                 "loader transformers",
             )
         if model.prequantized is not None:
+            gptq = model.prequantized in ("gptq", "awq")
             raise RuleError(
                 ("model", "prequantized"),
-                "GPTQ/AWQ bases are not generated for Unsloth (gptqmodel was resolved with "
-                "the transformers 5.24 set only): use loader transformers",
+                f"{'GPTQ/AWQ' if gptq else 'AQLM'} bases are not generated for Unsloth "
+                f"({'gptqmodel' if gptq else 'aqlm'} was resolved with the transformers 5.24 "
+                "set only): use loader transformers",
             )
         if model.attn_implementation != "sdpa":
             raise RuleError(

@@ -129,6 +129,18 @@ COMBINATIONS: tuple[tuple[str, str, str], ...] = (
     ("Methods", "pre-quantized base with stage ppo", "287-prequantized-ppo.yaml"),
     ("Methods", "pre-quantized base with export.quantization", "292-prequantized-export-bnb.yaml"),
     ("Methods", "pre-quantized base with the swanlab tracker", "385-prequantized-swanlab.yaml"),
+    ("Methods", "an HQQ pre-quantized base", "350-prequantized-hqq.yaml"),
+    ("Methods", "an EETQ pre-quantized base", "351-prequantized-eetq.yaml"),
+    ("Methods", "pre-quantized base with an image model", "355-prequantized-image-model.yaml"),
+    ("Methods", "pre-quantized base with target all-linear", "358-gptq-all-linear.yaml"),
+    ("Methods", "AQLM base with target all-linear", "357-aqlm-all-linear.yaml"),
+    ("Methods", "AQLM base with DoRA", "353-aqlm-dora.yaml"),
+    ("Methods", "AQLM base with Unsloth", "359-aqlm-unsloth.yaml"),
+    (
+        "Methods",
+        "AQLM base with vLLM settings (lora_adapter, ...)",
+        "352-aqlm-serve-lora-adapter.yaml",
+    ),
     ("Image models", "plugin qwen2_vl with pins.target cuda13.0", "320-qwen2vl-cuda-target.yaml"),
     ("Image models", "a videos column", "241-multimodal-videos-column.yaml"),
     (

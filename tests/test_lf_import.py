@@ -404,7 +404,21 @@ def test_trackers_run_name_and_swanlab_keys_map_to_report_to_and_tracking() -> N
         ({"finetuning_type": "full", "lora_rank": 8}, "lora_rank: a lora option, but"),
         ({"pref_beta": 0.2}, "pref_beta: a preference option, but stage is sft"),
         ({"quantization_bit": 3}, "quantization_bit: quantization_bit 3: use 4 or 8"),
-        ({"quantization_bit": 4, "quantization_method": "hqq"}, "quantization_method: .*bnb"),
+        (
+            {"quantization_bit": 4, "quantization_method": "hqq"},
+            "quantization_method: quantization_method 'hqq': LLaMA-Factory quantizes on load "
+            "with HqqConfig, which transformers 5.24 refuses",
+        ),
+        (
+            {"quantization_bit": 8, "quantization_method": "eetq"},
+            "quantization_method: quantization_method 'eetq': LLaMA-Factory quantizes on load "
+            "with EetqConfig, and peft 0.21.2 puts LoRA on EETQ layers only with the eetq",
+        ),
+        (
+            {"quantization_bit": 4, "quantization_method": "quanto"},
+            "quantization_method: quantization_method 'quanto': lfc trains on bitsandbytes "
+            r"\(bnb\) only; use quantization_method bnb",
+        ),
         ({"rope_scaling": "linear"}, "rope_scaling: set model.rope_scaling"),
         ({"template": "qwen3_vl"}, "template: 'qwen3_vl' is multimodal"),
         ({"template": "nonsense"}, "template: no lfc template for 'nonsense'"),

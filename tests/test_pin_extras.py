@@ -89,8 +89,20 @@ EXTRA_SECTIONS: dict[str, dict[str, Any]] = {
         },
     },
     **{
-        method: {"model": {**MODEL, "prequantized": method}, "serve": {"lora_adapter": True}}
+        method: {
+            "model": {**MODEL, "prequantized": method},
+            "adapter": {"kind": "lora", "target": ["q_proj", "v_proj"]},  # not all-linear
+            "serve": {"lora_adapter": True},
+        }
         for method in ("gptq", "awq")
+    },
+    # hqq and eetq are refused whatever else the spec holds (tests/test_prequantized_formats.py).
+    **{
+        method: {
+            "model": {**MODEL, "prequantized": method},
+            "adapter": {"kind": "lora", "target": ["q_proj", "v_proj"]},
+        }
+        for method in ("aqlm", "hqq", "eetq")
     },
 }
 
@@ -212,7 +224,11 @@ def _normal(name: str) -> str:
 
 # The cuda13.0 set with every extra it pins, resolved together (tests/fixtures/cuda/README.md):
 # swanlab (protobuf<7) and gptqmodel (protobuf>=7.34) cannot share one, so there are two.
-TOGETHER = ("resolution_extras_swanlab_py3.12.txt", "resolution_extras_gptqmodel_py3.12.txt")
+TOGETHER = (
+    "resolution_extras_swanlab_py3.12.txt",
+    "resolution_extras_gptqmodel_py3.12.txt",
+    "resolution_extras_aqlm_py3.12.txt",
+)
 NO_WHEEL = {"flash-attn"}  # built from source after torch (resolution_kernels_py3.12.txt)
 
 
@@ -258,6 +274,8 @@ def test_every_pair_of_extras_is_one_recorded_resolution_or_refused(tmp_path: Pa
         folder = tmp_path / f"swanlab-{method}"
         folder.mkdir()
         assert _compile_extras(folder, ("swanlab", method), "transformers") is None
+    (tmp_path / "swanlab-aqlm").mkdir()  # aqlm needs no gptqmodel: resolved with swanlab
+    assert _compile_extras(tmp_path / "swanlab-aqlm", ("swanlab", "aqlm"), "transformers")
 
 
 @pytest.mark.parametrize(
