@@ -148,6 +148,7 @@ def gpu(session: nox.Session) -> None:
     """GPU-only options trained 2 steps each on a CUDA machine (not in CI; skips without one).
 
     Runs with the current Python, which needs lfc installed (`pip install -e .`); the generated
-    projects' requirements go into one venv the script makes (with Python 3.12 when present).
+    projects' requirements go into one venv the script makes (with Python 3.12 when present),
+    and Unsloth's pin set into a second one.
     """
     session.run("python", "tests/gpu/run_gpu_checks.py", *session.posargs, env=QUIET_ENV)

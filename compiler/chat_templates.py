@@ -27,6 +27,7 @@ class ChatTemplate:
     reference: str | None
     image_token: str | None = None  # the placeholder an image model expands (None: text only)
     video_token: str | None = None  # the placeholder a video model expands (None: no video)
+    audio_token: str | None = None  # the placeholder an audio model expands (None: no audio)
 
 
 def _folder() -> resources.abc.Traversable:
@@ -54,7 +55,8 @@ def _registry() -> dict[str, ChatTemplate]:
             default_system=info["default_system"],
             reference=info["reference"],
             image_token=info["image_token"],
-            video_token=info["video_token"],
+            video_token=info.get("video_token"),
+            audio_token=info.get("audio_token"),
         )
     return entries
 

@@ -228,11 +228,13 @@ def tiny_model(
         str,
         typer.Option(
             help="llama (a causal LM), llava, qwen2_vl or qwen2_5_vl (an image-text model with "
-            "its processor and its template; the Qwen ones need torchvision)."
+            "its processor and its template; the Qwen ones need torchvision), or qwen2_audio "
+            "(an audio-text model with its processor and template)."
         ),
     ] = "llama",
 ) -> None:
-    """Build a tiny random Llama (LLaVA, Qwen2-VL, Qwen2.5-VL) model and BPE tokenizer."""
+    """Build a tiny random Llama (LLaVA, Qwen2-VL, Qwen2.5-VL, Qwen2-Audio) model and BPE
+    tokenizer."""
     from lfc.chat_templates import template_names
     from lfc.suggest import did_you_mean
     from lfc.tiny_model import ARCHITECTURES, build_tiny_model

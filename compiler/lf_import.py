@@ -52,6 +52,8 @@ TEMPLATES: dict[str, tuple[str, str | None]] = {
 MULTIMODAL_TEMPLATES = ("qwen2_vl", "qwen3_vl", "qwen3_vl_nothink", "moss_vl", "llava", "mllama")
 # Multimodal templates lfc has an image plugin (and a template) of the same name for.
 IMAGE_PLUGINS = ("llava", "qwen2_vl")
+# ... and an audio plugin: Qwen2-Audio.
+AUDIO_PLUGINS = ("qwen2_audio",)
 
 STAGES = ("pt", "sft", "rm", "dpo", "kto", "ppo")
 SCHEDULERS = (
@@ -143,8 +145,8 @@ UNSUPPORTED: dict[str, str] = {
     "train_mm_proj_only": "not supported yet: training the projector only",
     "use_adam_mini": "Adam-mini is not supported yet",
     "use_muon": "the Muon optimizer is not supported yet",
-    "use_unsloth": "Unsloth is refused: unsloth 2026.10.9 requires transformers<=5.17.0 and "
-    "trl<=1.15.0, lfc pins 5.24.0 and 1.16.0",
+    "use_unsloth": "set `model.loader: unsloth` with `pins.target: cuda13.0` (LoRA or full "
+    "fine-tuning; its pins take transformers 5.17.0, trl 1.15.0, datasets 4.8.5)",
     "use_liger_kernel": "set `train.liger_kernel: true` with `pins.target: cuda13.0`",
     "use_v1_kernels": "LLaMA-Factory's fused kernels are not supported",
     "use_kt": "KTransformers is not supported",
@@ -295,11 +297,21 @@ def _adapter(state: _State, value: Any) -> None:
         state.refused.append(("finetuning_type", f"finetuning_type {value!r} is not supported"))
 
 
+# LLaMA-Factory quantizes these on load (HqqConfig, EetqConfig); why lfc cannot.
+ON_LOAD_QUANTIZATION = {
+    "hqq": "LLaMA-Factory quantizes on load with HqqConfig, which transformers 5.24 refuses "
+    "(its HQQ quantizer raises 'HQQ is not available yet')",
+    "eetq": "LLaMA-Factory quantizes on load with EetqConfig, and peft 0.21.2 puts LoRA on EETQ "
+    "layers only with the eetq package, which has no release on PyPI",
+}
+
+
 def _quantization(state: _State, value: Any) -> None:
     config = state.config
     method = config.get("quantization_method", "bnb")
     if method != "bnb":
-        message = f"quantization_method {method!r}: lfc trains on bitsandbytes (bnb) only"
+        reason = ON_LOAD_QUANTIZATION.get(method, "lfc trains on bitsandbytes (bnb) only")
+        message = f"quantization_method {method!r}: {reason}; use quantization_method bnb"
         state.refused.append(("quantization_method", message))
         return
     if value not in (4, 8):
@@ -336,8 +348,32 @@ def _plugin(state: _State, template: str) -> str:
     return template
 
 
+# LLaMA-Factory's audio keys -> model.multimodal fields (with template qwen2_audio). Its
+# freeze_vision_tower freezes what it registers as Qwen2-Audio's vision tower: audio_tower.
+AUDIO_KEYS = {
+    "audio_sampling_rate": "audio_sampling_rate",
+    "freeze_vision_tower": "freeze_audio_tower",
+    "freeze_multi_modal_projector": "freeze_projector",
+}
+
+
 def _template(state: _State, value: Any) -> None:
-    if value in IMAGE_PLUGINS:
+    if value in AUDIO_PLUGINS:
+        state.spec["template"] = value
+        multimodal = state.spec.setdefault("model", {}).setdefault("multimodal", {})
+        multimodal["plugin"] = value
+        for key, field_name in AUDIO_KEYS.items():
+            if key in state.config:
+                multimodal[field_name] = state.config[key]
+        state.notes.append(
+            (
+                "template",
+                f"{value} -> {value}: lfc writes each clip as transformers' Qwen2AudioProcessor "
+                "template does, 'Audio N: <|audio_bos|>...<|audio_eos|>' and a newline; "
+                "LLaMA-Factory writes <|audio_bos|>...<|audio_eos|> alone",
+            )
+        )
+    elif value in IMAGE_PLUGINS:
         state.spec["template"] = value
         multimodal = state.spec.setdefault("model", {}).setdefault("multimodal", {})
         multimodal["plugin"] = _plugin(state, value)
@@ -557,6 +593,7 @@ HANDLERS: dict[str, Callable[[_State, Any], None]] = {
     **{
         key: lambda state, value, key=key: (
             state.config.get("template") in IMAGE_PLUGINS
+            or (state.config.get("template") in AUDIO_PLUGINS and key in AUDIO_KEYS)
             or state.notes.append((key, f"{value!r}: no effect without an image model"))
         )
         for key in IMAGE_KEYS
@@ -570,6 +607,12 @@ HANDLERS: dict[str, Callable[[_State, Any], None]] = {
         )
         for key in VIDEO_KEYS
     },
+    "audio_sampling_rate": lambda state, value: (
+        state.config.get("template") in AUDIO_PLUGINS
+        or state.notes.append(
+            ("audio_sampling_rate", f"{value!r}: no effect without an audio model")
+        )
+    ),
     "bf16": lambda state, value: _precision(state, "bf16", value),
     "fp16": lambda state, value: _precision(state, "fp16", value),
     "pure_bf16": lambda state, value: _precision(state, "pure_bf16", value),
@@ -698,7 +741,10 @@ def _check_method_keys(state: _State) -> None:
         stray = [
             k
             for k in state.config
-            if str(k).startswith(prefixes) and kind != method and k not in IMAGE_KEYS
+            if str(k).startswith(prefixes)
+            and kind != method
+            and k not in IMAGE_KEYS
+            and k not in AUDIO_KEYS
         ]
         for key in stray:
             state.refused.append((key, f"a {method} option, but finetuning_type is {kind}"))

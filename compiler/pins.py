@@ -32,19 +32,31 @@ def _matrix() -> dict[str, dict]:
 
 
 def training_pins(
-    target: str, extras: tuple[str, ...], stage: str = "sft", plugin: str | None = None
+    target: str,
+    extras: tuple[str, ...],
+    stage: str = "sft",
+    plugin: str | None = None,
+    loader: str = "transformers",
 ) -> PinSet:
-    """The training pin set of `target` for `stage` and image `plugin`, plus the extras."""
+    """The training pin set of `target` for `stage`, image `plugin` and model `loader`, plus
+    the extras."""
     entry = _matrix()[target]
     packages = dict(entry["training"])
     reason = entry["description"]
-    # Overrides of the set for one stage or one image plugin, each with the reason it needs.
-    for group, key, label in (("stages", stage, "Stage"), ("plugins", plugin, "Plugin")):
+    # Overrides of the set for one stage, image plugin or loader, each with the reason it needs.
+    overrides = (
+        ("stages", stage, "Stage"),
+        ("plugins", plugin, "Plugin"),
+        ("loaders", loader, "Loader"),
+    )
+    for group, key, label in overrides:
         override = entry.get(group, {}).get(key)
         if override:
             packages.update(override["packages"])
             reason += f" {label} {key}: {override['reason']}"
     for extra in extras:
+        if extra not in entry["extras"]:  # the spec's rules refuse what a set does not pin
+            raise AssertionError(f"pin set {target} has no pins for {extra}")
         packages.update(entry["extras"][extra])
     if extras:
         reason += f" Added for this spec: {', '.join(extras)}."
@@ -79,12 +91,17 @@ class ServingPins:
         return min(r for r in self.max_lora_ranks if r >= rank)
 
 
-def serving_pins() -> ServingPins:
+def serving_pins(extras: tuple[str, ...] = ()) -> ServingPins:
+    """The vLLM set, plus the packages of each named vLLM extra (e.g. `audio`)."""
     entry = _matrix()["serving"]["vllm"]
+    packages, reason = dict(entry["packages"]), entry["reason"]
+    for extra in extras:
+        packages.update(entry["extras"][extra]["packages"])
+        reason += f" Extra {extra}: {entry['extras'][extra]['reason']}"
     return ServingPins(
-        dict(entry["packages"]),
+        packages,
         entry["python"],
         entry["image"],
-        entry["reason"],
+        reason,
         tuple(entry["max_lora_ranks"]),
     )

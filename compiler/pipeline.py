@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lfc.errors import InputError, Problem, SpecError
 from lfc.loader import LoadedSpec, read_spec_file
+from lfc.quantization_check import check_local_quantization
 from lfc.registry import expand_registry
 from lfc.render import plan_project, render_plan
 from lfc.resolve import media_suffixes
@@ -71,7 +72,7 @@ def _folder_files(folder: Path, path: str) -> list[str]:
 def _media_files(
     spec_path: Path, base: Path, media_dir: str, index: int, suffixes: tuple[str, ...]
 ) -> list[tuple[str, str]]:
-    """The image (video) files under a dataset's media_dir (recursively), spec-relative."""
+    """The media files (of `suffixes`) under a dataset's media_dir, as spec-relative paths."""
     key = f"data.datasets[{index}].media_dir"
     folder = base / media_dir
     if not folder.is_dir():
@@ -155,7 +156,7 @@ def compile_file(spec_path: Path, project: Path | None = None) -> Compiled:
     """Load, validate and compile a spec file into the project's files.
 
     With `project` (the output folder), a local model named relative to it is checked for the
-    chat template's tokens.
+    chat template's tokens, and its quantization_config against model.prequantized.
     """
     loaded = read_spec_file(spec_path)
     try:
@@ -166,6 +167,8 @@ def compile_file(spec_path: Path, project: Path | None = None) -> Compiled:
     except SpecError as error:
         raise _located(error, loaded) from None
     if project is not None:
+        key = ("model", "prequantized" if spec.model.prequantized else "name_or_path")
+        check_local_quantization(spec, project, where=(str(spec_path), loaded.locate(key)))
         check_local_tokenizer(
             plan.template,
             spec.model.name_or_path,

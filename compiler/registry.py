@@ -40,6 +40,7 @@ _SHAREGPT_COLUMNS = (
     "kto_tag",
     "images",
     "videos",
+    "audios",
 )
 _SHAREGPT_TAGS = (
     "role_tag",
@@ -90,11 +91,6 @@ def translate_entry(
     if unknown:
         raise RegistryError(f"unknown keys {unknown}")
     columns = dict(entry.get("columns") or {})
-    media = [key for key in _MEDIA_COLUMNS if key in columns and key == "audios"]
-    if media:
-        raise RegistryError(
-            f"multimodal columns {media} are not supported yet (images and videos are)"
-        )
     dataset: dict[str, Any] = {"name": name}
     if "file_name" in entry:
         dataset["path"] = posixpath.normpath(posixpath.join(registry_dir, entry["file_name"]))
@@ -138,7 +134,7 @@ def translate_entry(
         if bad:
             raise RegistryError(f"unknown sharegpt tags {bad}")
         dataset["columns"] = {**columns, **tags}
-        if "images" in columns or "videos" in columns:
+        if any(key in columns for key in _MEDIA_COLUMNS):
             # LLaMA-Factory's media_dir defaults to the dataset folder: the registry's.
             dataset["media_dir"] = registry_dir or "."
     else:

@@ -22,7 +22,14 @@ from lfc.errors import InputError
 from lfc.ollama import modelfile
 from lfc.python_literals import py_block, py_literal
 from lfc.resolve import EXPANDED_DIR, EXPORT_DIR, PROCESSED_DIR, Plan, resolve
-from lfc.schemas.spec import DATA_SUFFIXES, CustomTemplate, Spec
+from lfc.schemas.spec import (
+    AUDIO_SETTINGS,
+    DATA_SUFFIXES,
+    IMAGE_SETTINGS,
+    VIDEO_SETTINGS,
+    CustomTemplate,
+    Spec,
+)
 from lfc.version import __version__
 
 LOCK_FILE = "lfc.lock.json"
@@ -49,6 +56,9 @@ _SERVING_FILES = [
     ("chat.py", "project/chat.py.j2"),
     ("export.py", "project/export.py.j2"),
     ("serve.py", "project/serve.py.j2"),
+]
+# vLLM serving, unless vLLM cannot load the base.
+_VLLM_FILES = [
     ("serve_vllm.sh", "project/serve_vllm.sh.j2"),
     ("requirements-serve.txt", "project/requirements-serve.txt.j2"),
     ("Dockerfile.serve", "project/Dockerfile.serve.j2"),
@@ -121,6 +131,8 @@ def _file_table(plan: Plan) -> list[tuple[str, str]]:
     files.append(("train.py", f"project/stages/{stage}.py.j2"))
     if plan.generative:
         files += _SERVING_FILES
+    if plan.serves_with_vllm:
+        files += _VLLM_FILES
     if plan.spec.model.prequantized is not None:  # peft cannot merge into its layers
         files[files.index(("export.py", "project/export.py.j2"))] = (
             "export.py",
@@ -161,6 +173,14 @@ def normalized_spec(plan: Plan) -> bytes:
         data["tracking"] = plan.tracking.model_dump(mode="json")
     if plan.generative and not plan.writes_modelfile:
         data["export"]["ollama"] = False  # no Modelfile for an image model or an adapter export
+    # Only the settings of the model's media: an audio model's, or an image (video) model's.
+    if plan.generative:
+        visual = ("max_images_per_prompt", "max_videos_per_prompt")
+        for key in visual if plan.audio else ("max_audios_per_prompt",):
+            del data["serve"][key]
+    if data["model"]["multimodal"] is not None:
+        for key in IMAGE_SETTINGS | VIDEO_SETTINGS if plan.audio else AUDIO_SETTINGS:
+            del data["model"]["multimodal"][key]
     if isinstance(data["template"], dict):
         data["template"]["jinja"] = "chat_template.jinja"
     for dataset, resolved in zip(data["data"]["datasets"], plan.datasets, strict=True):
@@ -201,7 +221,7 @@ def lock_file(plan: Plan, files: Mapping[str, bytes]) -> bytes:
             "target": plan.pins.target,
             "reason": plan.pins.reason,
             "training": plan.pins.packages,
-            **({"serving": plan.serving.packages} if plan.generative else {}),
+            **({"serving": plan.serving.packages} if plan.serves_with_vllm else {}),
         },
         "chat_template": {
             "name": plan.template.name,

@@ -16,8 +16,10 @@ from lfc.errors import InputError
 from lfc.pins import PinSet, ServingPins, serving_pins, training_pins
 from lfc.python_literals import py_pretty
 from lfc.schemas.spec import (
+    AUDIO_PLUGINS,
     CONVERTED_INITS,
     NAMED_TRACKERS,
+    NOT_SERVED_BY_VLLM,
     STAGE_SHAPES,
     VIDEO_KEYS,
     ApolloOptimizer,
@@ -50,12 +52,21 @@ MEDIA_COLUMNS = ("images", "videos", "audios")
 # Image and video files a dataset's media_dir may hold (copied into the project).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+# Audio files a dataset's media_dir may hold (for an audios column; av decodes them all).
+AUDIO_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg", ".m4a")
 
 
 def media_suffixes(columns: object) -> tuple[str, ...]:
-    """The file types a dataset's media_dir gives the project: its images, its videos."""
-    images = IMAGE_SUFFIXES if getattr(columns, "images", None) else ()
-    return images + (VIDEO_SUFFIXES if getattr(columns, "videos", None) else ())
+    """The file types a dataset's media_dir gives the project: its images, videos, audio."""
+    suffixes: tuple[str, ...] = ()
+    for column, kind in (
+        ("images", IMAGE_SUFFIXES),
+        ("videos", VIDEO_SUFFIXES),
+        ("audios", AUDIO_SUFFIXES),
+    ):
+        if getattr(columns, column, None) is not None:
+            suffixes += kind
+    return suffixes
 
 
 # What data.py makes for each stage (its docstring).
@@ -188,8 +199,14 @@ class Plan:
 
     @property
     def multimodal(self) -> bool:
-        """An image-text model: data.py, train.py and export.py use its processor."""
+        """An image- or audio-text model: data.py, train.py and export.py use its processor."""
         return self.spec.model.multimodal is not None
+
+    @property
+    def audio(self) -> bool:
+        """An audio-text model (plugin qwen2_audio): its rows carry audio files, not images."""
+        multimodal = self.spec.model.multimodal
+        return multimodal is not None and multimodal.plugin in AUDIO_PLUGINS
 
     @property
     def writes_modelfile(self) -> bool:
@@ -203,8 +220,13 @@ class Plan:
         )
 
     @property
+    def serves_with_vllm(self) -> bool:
+        """serve_vllm.sh and its image: for chat models, unless vLLM cannot load the base."""
+        return self.generative and self.spec.model.prequantized not in NOT_SERVED_BY_VLLM
+
+    @property
     def has_images(self) -> bool:
-        """A dataset has an images or videos column (rows carry media files)."""
+        """A dataset has an images, videos or audios column (rows carry media files)."""
         return any(d.media_dir is not None for d in self.datasets)
 
     @property
@@ -224,6 +246,16 @@ class Plan:
     @property
     def stage(self) -> str:
         return self.spec.stage.kind
+
+    @property
+    def unsloth(self) -> bool:
+        """Unsloth's FastLanguageModel loads the model for training and adds its LoRA."""
+        return self.spec.model.loader == "unsloth"
+
+    @property
+    def peft_config(self) -> bool:
+        """The trainer adds the LoRA adapters from model.py's lora_config (not Unsloth)."""
+        return self.adapter == "lora" and not self.unsloth
 
     @property
     def loraplus(self) -> bool:
@@ -250,6 +282,15 @@ class Plan:
         """PiSSA / OLoRA / LoftQ: the trained adapter is rewritten as plain LoRA on the original
         base (their adapters do not start at zero)."""
         return getattr(self.spec.adapter, "init", "default") in CONVERTED_INITS
+
+    @property
+    def reference_adapter(self) -> bool:
+        """PiSSA / OLoRA / LoftQ in a stage whose reference model is the policy with its adapter
+        disabled (dpo, kto, grpo with beta > 0): that is not the starting model, so train.py
+        keeps a frozen copy of the starting adapter as the reference."""
+        stage = self.spec.stage
+        uses_reference = stage.kind in ("dpo", "kto") or (stage.kind == "grpo" and stage.beta > 0)
+        return self.converts_adapter and uses_reference
 
     @property
     def loftq(self) -> bool:
@@ -389,8 +430,10 @@ class Plan:
         if stage in ("pt", "ppo"):
             return [("input_ids", "ids")]
         if stage == "sft" and self.multimodal:
-            # image_files (video_files): the row's media for train.py's collator (not "images":
-            # TRL would take the rows for raw vision data and process them again).
+            # image_files (video_files, audio_files): the row's media for train.py's collator
+            # (not "images": TRL would take the rows for raw vision data and process them again).
+            if self.audio:
+                return [("input_ids", "ids"), ("labels", "ids"), ("audio_files", "paths")]
             media = [("image_files", "paths")]
             media += [("video_files", "paths")] if self.has_videos else []
             return [("input_ids", "ids"), ("labels", "ids"), *media]
@@ -496,7 +539,16 @@ def _config(spec: Spec) -> dict[str, dict[str, Any]]:
                     "bnb_4bit_compute_dtype": quant.compute_dtype,
                 }
             )
-    if model.multimodal is not None:
+    if model.multimodal is not None and model.multimodal.plugin in AUDIO_PLUGINS:
+        groups["model"].update(
+            {
+                "audio_sampling_rate": model.multimodal.audio_sampling_rate,
+                "audio_max_seconds": model.multimodal.audio_max_seconds,
+                "freeze_audio_tower": model.multimodal.freeze_audio_tower,
+                "freeze_projector": model.multimodal.freeze_projector,
+            }
+        )
+    elif model.multimodal is not None:
         groups["model"].update(
             {
                 "image_max_pixels": model.multimodal.image_max_pixels,
@@ -538,7 +590,8 @@ def _config(spec: Spec) -> dict[str, dict[str, Any]]:
         "save_total_limit": train.save_total_limit,
         "report_to": list(train.report_to) or ["none"],
         **({"run_name": run_name} if run_name else {}),
-        "activation_checkpointing": train.gradient_checkpointing,
+        # transformers 5.24's name; 5.17 (the Unsloth set) has only gradient_checkpointing.
+        checkpointing_key(spec): train.gradient_checkpointing,
     }
     if train.neftune_alpha is not None:
         training["neftune_noise_alpha"] = train.neftune_alpha
@@ -743,15 +796,24 @@ def resolve(
     return Plan(
         spec=spec,
         template=template,
-        pins=training_pins(spec.pins.target, _extras(spec), spec.stage.kind, _plugin(spec)),
+        pins=training_pins(
+            spec.pins.target, _extras(spec), spec.stage.kind, _plugin(spec), spec.model.loader
+        ),
         datasets=datasets,
         config=_config(spec),
-        serving=serving_pins(),
+        serving=serving_pins(("audio",) if _plugin(spec) in AUDIO_PLUGINS else ()),
     )
 
 
+def checkpointing_key(spec: Spec) -> str:
+    """config.yaml's name of activation checkpointing for the transformers release pinned."""
+    if spec.model.loader == "unsloth":
+        return "gradient_checkpointing"
+    return "activation_checkpointing"
+
+
 def _plugin(spec: Spec) -> str | None:
-    """The image plugin, whose pin overrides (if any) the training set takes."""
+    """The media plugin, whose pin overrides (if any) the training set takes."""
     return spec.model.multimodal.plugin if spec.model.multimodal is not None else None
 
 
@@ -768,12 +830,14 @@ def _extras(spec: Spec) -> tuple[str, ...]:
         extras.append("deepspeed")
     if spec.train.optimizer.kind != "adamw":
         extras.append(spec.train.optimizer.kind)  # galore, apollo or badam
-    if spec.model.multimodal is not None:
+    if spec.model.multimodal is not None and spec.model.multimodal.plugin in AUDIO_PLUGINS:
+        extras.append("av")  # data.py, train.py, chat.py and serve.py decode the audio
+    elif spec.model.multimodal is not None:
         extras.append("pillow")  # data.py and train.py open the images
     if any(getattr(getattr(d, "columns", None), "videos", None) for d in spec.data.resolved):
         extras.append("av")  # PyAV (ffmpeg inside its wheel) decodes the videos
     if spec.model.prequantized is not None:
-        extras.append(spec.model.prequantized)  # gptqmodel (+ optimum for gptq) loads the base
+        extras.append(spec.model.prequantized)  # gptqmodel (+ optimum) or aqlm loads the base
     return tuple(extras)
 
 

@@ -10,7 +10,10 @@ model of the same tiny size) with its processor and the `qwen2_vl` template;
 `architecture="qwen2_5_vl"` the same for Qwen2.5-VL (its windowed ViT, RMSNorm and SwiGLU
 blocks), with the same template. Their processors hold a video processor, which needs
 torchvision: build them where the qwen2_vl pins (torch 2.14.1, torchvision 0.29.1) are
-installed.
+installed. `architecture="qwen2_audio"` builds a Qwen2-Audio model (a one-layer Whisper-style
+audio encoder, its projector, a Qwen2 language model of the same tiny size) with its processor
+(a WhisperFeatureExtractor: 128 mel bins, 16 kHz, 30 s windows; no torchaudio) and the
+`qwen2_audio` template.
 Needs the optional stack (`pip install 'lfc[tiny]'`); imported only by that command.
 """
 
@@ -26,10 +29,21 @@ BASE_TOKENS = ("<|begin_of_text|>", "<|end_of_text|>", "<|pad|>")
 DEFAULT_BOS, DEFAULT_EOS, PAD = BASE_TOKENS
 
 
-Architecture = Literal["llama", "llava", "qwen2_vl", "qwen2_5_vl"]
-ARCHITECTURES: tuple[Architecture, ...] = ("llama", "llava", "qwen2_vl", "qwen2_5_vl")
-# The template each image-text architecture is built with.
-TEMPLATES = {"llava": "llava", "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_vl"}
+Architecture = Literal["llama", "llava", "qwen2_vl", "qwen2_5_vl", "qwen2_audio"]
+ARCHITECTURES: tuple[Architecture, ...] = (
+    "llama",
+    "llava",
+    "qwen2_vl",
+    "qwen2_5_vl",
+    "qwen2_audio",
+)
+# The template each media-text architecture is built with.
+TEMPLATES = {
+    "llava": "llava",
+    "qwen2_vl": "qwen2_vl",
+    "qwen2_5_vl": "qwen2_vl",
+    "qwen2_audio": "qwen2_audio",
+}
 # The image model's image: 28x28 pixels, 14x14 patches, so 4 image tokens per image.
 IMAGE_SIZE, PATCH_SIZE = 28, 14
 
@@ -37,12 +51,13 @@ IMAGE_SIZE, PATCH_SIZE = 28, 14
 def special_tokens(architecture: Architecture = "llama") -> list[str]:
     """The base tokens, then every token the architecture's templates write (sorted, stable).
 
-    A text model gets every text template's tokens; an image model its own template's only.
+    A text model gets every text template's tokens; an image or audio model its own
+    template's only.
     """
     found: set[str] = set()
     for name in template_names():
         entry = get_template(name)
-        if architecture == "llama" and entry.image_token is not None:
+        if architecture == "llama" and (entry.image_token or entry.audio_token):
             continue
         if architecture != "llama" and name != TEMPLATES[architecture]:
             continue
@@ -87,7 +102,7 @@ def build_tiny_model(
     template: str | None = None,
     architecture: Architecture = "llama",
 ) -> Path:
-    """Write a tokenizer and a random Llama (LLaVA, Qwen2-VL) model into `out`; returns `out`."""
+    """Write a tokenizer and a random Llama (LLaVA, Qwen2-VL, Qwen2-Audio) model into `out`."""
     if architecture != "llama":
         template = template or TEMPLATES[architecture]
     entry = get_template(template) if template else None
@@ -141,6 +156,9 @@ def build_tiny_model(
         return out
     if architecture in ("qwen2_vl", "qwen2_5_vl"):
         _save_qwen_vl(out, config, fast, get_template(template).source, architecture)
+        return out
+    if architecture == "qwen2_audio":
+        _save_qwen2_audio(out, config, fast, get_template(template).source)
         return out
     model = LlamaForCausalLM(config)
     model.save_pretrained(out)
@@ -277,3 +295,51 @@ _QWEN2_VL_IDS = {
     "vision_start_token_id": "<|vision_start|>",
     "vision_end_token_id": "<|vision_end|>",
 }
+
+
+def _save_qwen2_audio(out: Path, text_config, tokenizer, chat_template: str) -> None:
+    """A Qwen2-Audio model with the sizes of the Llama `text_config`, and its processor."""
+    from transformers import (
+        Qwen2AudioConfig,
+        Qwen2AudioForConditionalGeneration,
+        Qwen2AudioProcessor,
+        WhisperFeatureExtractor,
+    )
+
+    text = {
+        key: getattr(text_config, key)
+        for key in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "max_position_embeddings",
+            "bos_token_id",
+            "eos_token_id",
+            "pad_token_id",
+        )
+    }
+    text["model_type"] = "qwen2"
+    config = Qwen2AudioConfig(
+        # Qwen2-Audio's encoder shape (128 mel bins, 1500 positions: one 30 s window), shrunk.
+        audio_config={
+            "model_type": "qwen2_audio_encoder",
+            "num_mel_bins": 128,
+            "encoder_layers": 1,
+            "encoder_attention_heads": 2,
+            "encoder_ffn_dim": 64,
+            "d_model": 32,
+            "max_source_positions": 1500,
+        },
+        text_config=text,
+        audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
+        tie_word_embeddings=False,
+    )
+    Qwen2AudioForConditionalGeneration(config).save_pretrained(out)
+    features = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, chunk_length=30)
+    processor = Qwen2AudioProcessor(
+        feature_extractor=features, tokenizer=tokenizer, chat_template=chat_template
+    )
+    processor.save_pretrained(out)

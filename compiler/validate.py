@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from lfc.errors import Problem, SpecError
 from lfc.loader import KeyPath, LoadedSpec
+from lfc.not_supported import NOT_SUPPORTED_YET
 from lfc.schemas.spec import RuleError, Spec
 from lfc.suggest import did_you_mean
 
@@ -128,6 +129,8 @@ def _message(error: Any, loaded: LoadedSpec) -> str:
     kind = error["type"]
     loc = error["loc"]
     if kind == "extra_forbidden":
+        if str(loc[-1]) in NOT_SUPPORTED_YET:
+            return f"{NOT_SUPPORTED_YET[str(loc[-1])]} (unknown key {loc[-1]!r})"
         allowed = _fields_at(loc)
         return f"unknown key {loc[-1]!r}{did_you_mean(str(loc[-1]), allowed)}" + (
             f" (allowed: {', '.join(allowed)})" if allowed else ""

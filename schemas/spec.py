@@ -25,6 +25,19 @@ from pydantic import (
 SPEC_VERSION = 1
 # Inits whose adapter does not start at zero: train.py rewrites it as plain LoRA on the base.
 CONVERTED_INITS = ("pissa", "olora", "loftq")
+# Pre-quantized formats transformers 5.24 has a quantizer for, which lfc cannot train on, and
+# why (each checked against the installed libraries in tests/test_prequantized_formats.py).
+UNSUPPORTED_PREQUANTIZED = {
+    "hqq": "transformers 5.24's HQQ quantizer never builds HQQ layers: quantizing on load "
+    "raises 'HQQ is not available yet', and a saved HQQ model loads as plain Linear layers "
+    "with its quantized weights dropped and random ones in their place",
+    "eetq": "peft 0.21.2 puts LoRA on EETQ layers only when the eetq package is installed, and "
+    "eetq has no release on PyPI (transformers 5.24 also fetches its EETQ kernels from the "
+    "Hugging Face Hub at load time)",
+}
+# Pre-quantized formats vLLM 0.33.0 cannot load (its QUANTIZATION_METHODS has no such name):
+# their projects serve with serve.py only.
+NOT_SERVED_BY_VLLM = ("aqlm",)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -126,14 +139,16 @@ class RopeScalingSpec(Section):
 
 
 class MultimodalSpec(Section):
-    plugin: Literal["llava", "qwen2_vl", "qwen2_5_vl"] = Field(
-        description="The model family's image plugin: how images (and videos) become tokens. "
-        "`llava` (LLaVA-1.5 style: CLIP vision tower, projector, `<image>` expanded to one "
-        "token per patch; images only); `qwen2_vl` (Qwen2-VL: its ViT with a patch merger, "
+    plugin: Literal["llava", "qwen2_vl", "qwen2_5_vl", "qwen2_audio"] = Field(
+        description="The model family's media plugin: how images, videos or audio become "
+        "tokens. `llava` (LLaVA-1.5 style: CLIP vision tower, projector, `<image>` expanded to "
+        "one token per patch; images only); `qwen2_vl` (Qwen2-VL: its ViT with a patch merger, "
         "`<|image_pad|>` / `<|video_pad|>` expanded to one token per merged 28x28 patch, two "
         "video frames per temporal patch); `qwen2_5_vl` (Qwen2.5-VL: the same processing, plus "
         "each video's seconds per temporal patch for its time-aligned rotary positions). Both "
-        "Qwen plugins use the `qwen2_vl` template and pin torch 2.14.1 and torchvision 0.29.1."
+        "Qwen vision plugins use the `qwen2_vl` template and pin torch 2.14.1 and torchvision "
+        "0.29.1; `qwen2_audio` (Qwen2-Audio: a Whisper-style audio encoder and projector, "
+        "`<|AUDIO|>` expanded to one token per 40 ms of audio; audios columns, pins av)."
     )
     image_max_pixels: int = Field(
         default=768 * 768,
@@ -184,8 +199,30 @@ class MultimodalSpec(Section):
     )
     freeze_projector: bool = Field(
         default=True,
-        description="Keep the projector (vision features to the language model) as it is. "
-        "Off: it trains fully (with LoRA it is saved beside the adapter, modules_to_save).",
+        description="Keep the projector (vision or audio features to the language model) as "
+        "it is. Off: it trains fully (with LoRA it is saved beside the adapter, "
+        "modules_to_save).",
+    )
+    audio_sampling_rate: int = Field(
+        default=16000,
+        gt=0,
+        le=192000,
+        description="qwen2_audio: the rate (Hz) audio is resampled to (mono) before the "
+        "feature extractor, which reads only its own rate: 16000 for Qwen2-Audio's Whisper "
+        "feature extractor (LLaMA-Factory's audio_sampling_rate).",
+    )
+    audio_max_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=30,
+        description="qwen2_audio: audio longer than this is cut to its first audio_max_seconds "
+        "in data.py, train.py, chat.py and serve.py (at most 30: Qwen2-Audio's feature "
+        "extractor reads one 30 s window, which is also all that vLLM reads).",
+    )
+    freeze_audio_tower: bool = Field(
+        default=True,
+        description="qwen2_audio: keep the audio encoder's weights as they are (no LoRA on it "
+        "either).",
     )
 
     @model_validator(mode="after")
@@ -205,6 +242,27 @@ class MultimodalSpec(Section):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _media_settings(self) -> MultimodalSpec:
+        """Image or video settings with the audio plugin, audio settings with an image plugin:
+        refused."""
+        hears = self.plugin in AUDIO_PLUGINS
+        own = AUDIO_SETTINGS if hears else IMAGE_SETTINGS | VIDEO_SETTINGS
+        media = AUDIO_SETTINGS | IMAGE_SETTINGS | VIDEO_SETTINGS
+        for key in sorted(self.model_fields_set & media - own):
+            kind = "an audio" if key in AUDIO_SETTINGS else "an image"
+            if key in VIDEO_SETTINGS:
+                kind = "a video"
+            message = f"{key} is {kind} setting; plugin {self.plugin} has no use for it"
+            raise RuleError((key,), message)
+        if hears and self.audio_sampling_rate != QWEN2_AUDIO_SAMPLING_RATE:
+            raise RuleError(
+                ("audio_sampling_rate",),
+                f"qwen2_audio's Whisper feature extractor reads {QWEN2_AUDIO_SAMPLING_RATE} Hz "
+                f"audio only; got {self.audio_sampling_rate} (data.py resamples every file to it)",
+            )
+        return self
+
     def changed(self, keys: tuple[str, ...]) -> list[str]:
         """The `keys` whose value is not the default (a normalized spec writes every default,
         so being set is not enough to be meant)."""
@@ -216,7 +274,20 @@ class MultimodalSpec(Section):
 VIDEO_KEYS = ("video_fps", "video_maxlen", "video_max_pixels", "video_min_pixels")
 # The plugins that read videos, and the template each renders with.
 VIDEO_PLUGINS = ("qwen2_vl", "qwen2_5_vl")
-PLUGIN_TEMPLATES = {"llava": "llava", "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_vl"}
+PLUGIN_TEMPLATES = {
+    "llava": "llava",
+    "qwen2_vl": "qwen2_vl",
+    "qwen2_5_vl": "qwen2_vl",
+    "qwen2_audio": "qwen2_audio",
+}
+# The plugins that hear (audios columns); the others see (images, and videos for VIDEO_PLUGINS).
+AUDIO_PLUGINS = ("qwen2_audio",)
+AUDIO_SETTINGS = frozenset({"audio_sampling_rate", "audio_max_seconds", "freeze_audio_tower"})
+IMAGE_SETTINGS = frozenset({"image_max_pixels", "image_min_pixels", "freeze_vision_tower"})
+VIDEO_SETTINGS = frozenset(VIDEO_KEYS)
+# transformers' WhisperFeatureExtractor default rate, which Whisper-style encoders are trained at
+# (the generated load_processor checks the model's own feature extractor says the same).
+QWEN2_AUDIO_SAMPLING_RATE = 16000
 
 
 class ModelSpec(Section):
@@ -262,24 +333,30 @@ class ModelSpec(Section):
         description="Stretch the model's rotary position embeddings to train on longer "
         "sequences than it was pre-trained on.",
     )
-    prequantized: Literal["gptq", "awq"] | None = Field(
+    prequantized: Literal["gptq", "awq", "hqq", "eetq", "aqlm"] | None = Field(
         default=None,
-        description="The base model is already quantized (its config.json holds a GPTQ or AWQ "
-        "`quantization_config`): LoRA adapters train on the frozen quantized weights, and "
-        "requirements pin gptqmodel (and optimum for GPTQ), which transformers loads them with "
-        "(pins.target cuda13.0 only). peft cannot merge LoRA into these layers: export.py "
-        "exports the adapter with the tokenizer and generation config, and serve_vllm.sh "
-        "serves base + adapter (serve.lora_adapter: true). None: a full-precision base model.",
+        description="The base model is already quantized (its config.json holds a GPTQ, AWQ "
+        "or AQLM `quantization_config`): LoRA adapters train on the frozen quantized weights, "
+        "and requirements pin what transformers loads them with: gptqmodel (and optimum for "
+        "GPTQ; pins.target cuda13.0 only), or aqlm (any target). peft cannot merge LoRA into "
+        "these layers: export.py exports the adapter with the tokenizer and generation config; "
+        "serve_vllm.sh serves GPTQ/AWQ base + adapter (serve.lora_adapter: true), while vLLM "
+        "cannot load AQLM, so an AQLM project serves with serve.py. `hqq` and `eetq` are "
+        "refused with the reason (transformers 5.24 / peft 0.21.2 cannot train on them). "
+        "None: a full-precision base model.",
     )
     loader: Literal["transformers", "unsloth"] = Field(
         default="transformers",
         description="Library that loads the model and adds the adapters: transformers + peft, "
-        "or Unsloth's FastLanguageModel (not available: see the README's methods table).",
+        "or Unsloth's FastLanguageModel (pins.target cuda13.0 only; requirements pin unsloth "
+        "and the transformers, trl and datasets releases it accepts: 5.17.0, 1.15.0, 4.8.5). "
+        "Training loads the model and adds LoRA through Unsloth; chat.py and export.py load "
+        "the saved adapter with transformers + peft.",
     )
     multimodal: MultimodalSpec | None = Field(
         default=None,
-        description="An image-text model: its image plugin, image sizes and what of the "
-        "vision side trains. None: a text-only model.",
+        description="An image-text or audio-text model: its media plugin, image sizes or "
+        "audio settings, and what of the vision or audio side trains. None: a text-only model.",
     )
 
 
@@ -796,7 +873,10 @@ class SharegptColumns(Section):
         "plugin qwen2_vl or qwen2_5_vl.",
     )
     audios: str | None = Field(
-        default=None, description="Column of a row's audio files: not supported yet."
+        default=None,
+        description="Column of a row's audio files (a list, paths relative to the dataset's "
+        "media_dir); each `<audio>` in the turns takes the next one. Needs model.multimodal "
+        "plugin qwen2_audio.",
     )
 
 
@@ -827,7 +907,10 @@ class OpenaiColumns(Section):
         "plugin qwen2_vl or qwen2_5_vl.",
     )
     audios: str | None = Field(
-        default=None, description="Column of a row's audio files: not supported yet."
+        default=None,
+        description="Column of a row's audio files (a list, paths relative to the dataset's "
+        "media_dir); each `<audio>` in the turns takes the next one. Needs model.multimodal "
+        "plugin qwen2_audio.",
     )
 
 
@@ -886,9 +969,10 @@ class _DatasetBase(Section):
     )
     media_dir: str | None = Field(
         default=None,
-        description="With an `images` column: the folder the image paths are relative to "
-        "(relative to the spec). Its image files (.jpg, .jpeg, .png, .webp, .bmp, .gif) are "
-        "copied into the project beside the dataset.",
+        description="With an `images` or `audios` column: the folder the media paths are "
+        "relative to (relative to the spec). Its image files (.jpg, .jpeg, .png, .webp, .bmp, "
+        ".gif) or audio files (.wav, .mp3, .flac, .ogg, .m4a) are copied into the project "
+        "beside the dataset.",
     )
 
     @field_validator("path")
@@ -948,22 +1032,24 @@ class _DatasetBase(Section):
         return self
 
     def _media_rules(self) -> None:
-        if getattr(self.columns, "audios", None) is not None:
-            raise RuleError(
-                ("columns", "audios"),
-                "not supported yet: audios columns (lfc's plugins, llava, qwen2_vl and "
-                "qwen2_5_vl, read images and videos only)",
+        kinds = [
+            k for k in ("images", "videos", "audios") if getattr(self.columns, k, None) is not None
+        ]
+        if "audios" in kinds and len(kinds) > 1:
+            message = (
+                f"not supported yet: {' and '.join(kinds)} in one dataset (no plugin reads "
+                "audio with images or videos)"
             )
-        media = [k for k in ("images", "videos") if getattr(self.columns, k, None) is not None]
-        if not media:
+            raise RuleError(("columns", "audios"), message)
+        if not kinds:
             if self.media_dir is not None:
                 message = (
-                    "media_dir holds the files of an `images` or `videos` column: set "
-                    "columns.images or columns.videos"
+                    "media_dir holds the files of an `images`, `videos` or `audios` column: set "
+                    "columns.images, columns.videos or columns.audios"
                 )
                 raise RuleError(("media_dir",), message)
             return
-        kind = media[0]
+        kind = kinds[0]
         if self.hub is not None:
             raise RuleError(
                 ("columns", kind),
@@ -972,7 +1058,7 @@ class _DatasetBase(Section):
         if self.ranking or getattr(self.columns, "kto_tag", None):
             raise RuleError(("columns", kind), f"not supported yet: {kind} in preference data")
         if self.media_dir is None:
-            article = "an" if kind == "images" else "a"
+            article = "a" if kind == "videos" else "an"
             raise RuleError(
                 ("columns", kind),
                 f"{article} `{kind}` column needs `media_dir`: the folder its paths are "
@@ -1639,6 +1725,13 @@ class ServeSpec(Section):
         description="vLLM, projects trained on videos only: most videos one request may hold "
         "(--limit-mm-per-prompt).",
     )
+    max_audios_per_prompt: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="vLLM, audio models only: most audio clips one request may hold "
+        "(--limit-mm-per-prompt).",
+    )
 
     @field_validator("host")
     @classmethod
@@ -1842,45 +1935,78 @@ class Spec(Section):
         return self
 
     def _multimodal_rules(self) -> None:
-        """An image model: what is supported with it, each refusal at its key."""
+        """A media model (images, videos or audio): what is supported with it, each refusal at its
+        key."""
         multimodal = self.model.multimodal
-        media = [
-            (index, kind)
-            for index, dataset in enumerate(self.data.datasets)
-            for kind in ("images", "videos")
-            if getattr(getattr(dataset, "columns", None), kind, None) is not None
-        ]
-        videos = any(kind == "videos" for _, kind in media)
+        plugin = None if multimodal is None else multimodal.plugin
+        hears = plugin in AUDIO_PLUGINS
+        videos = False
+        for index, dataset in enumerate(self.data.datasets):
+            columns = getattr(dataset, "columns", None)
+            at = ("data", "datasets", index, "columns")
+            if getattr(columns, "images", None) is not None:
+                if plugin is None:
+                    message = "an images column needs an image model: set model.multimodal"
+                    raise RuleError((*at, "images"), message)
+                if hears:
+                    message = (
+                        f"plugin {plugin} hears audio and sees no images: images need plugin "
+                        "llava, qwen2_vl or qwen2_5_vl"
+                    )
+                    raise RuleError((*at, "images"), message)
+            if getattr(columns, "videos", None) is not None:
+                videos = True
+                if plugin is None:
+                    message = (
+                        "a videos column needs a video model: set model.multimodal "
+                        "(plugin qwen2_vl or qwen2_5_vl)"
+                    )
+                    raise RuleError((*at, "videos"), message)
+                if plugin not in VIDEO_PLUGINS:
+                    reads = "hears audio only" if hears else "reads images only"
+                    raise RuleError(
+                        (*at, "videos"),
+                        f"the {plugin} plugin {reads}: a videos column needs "
+                        "model.multimodal plugin qwen2_vl or qwen2_5_vl",
+                    )
+            if getattr(columns, "audios", None) is not None and not hears:
+                what = "no model.multimodal" if plugin is None else f"plugin {plugin} reads images"
+                what += " and videos" if plugin in VIDEO_PLUGINS else ""
+                raise RuleError(
+                    (*at, "audios"),
+                    f"an audios column needs an audio model ({what}): set model.multimodal "
+                    "plugin qwen2_audio (Qwen2-Audio, the family lfc can fine-tune on audio)",
+                )
         default = type(self.serve).model_fields["max_videos_per_prompt"].default
         if self.serve.max_videos_per_prompt != default and not videos:
             raise RuleError(
                 ("serve", "max_videos_per_prompt"),
                 "applies to projects trained on videos (a videos column); remove it",
             )
+        if "max_audios_per_prompt" in self.serve.model_fields_set and not hears:
+            message = "max_audios_per_prompt is for an audio model (model.multimodal qwen2_audio)"
+            raise RuleError(("serve", "max_audios_per_prompt"), message)
         if multimodal is None:
-            for index, kind in media:
-                raise RuleError(
-                    ("data", "datasets", index, "columns", kind),
-                    "an images column needs an image model: set model.multimodal"
-                    if kind == "images"
-                    else "a videos column needs a video model: set model.multimodal "
-                    "(plugin qwen2_vl or qwen2_5_vl)",
-                )
             return
+        for key, kind in (
+            ("max_images_per_prompt", "an image"),
+            ("max_videos_per_prompt", "a video"),
+        ):
+            if key in self.serve.model_fields_set and hears:
+                message = f"{key} is for {kind} model; plugin {plugin} hears audio"
+                raise RuleError(("serve", key), message)
+        if hears and self.pins.target != "cpu":
+            raise RuleError(
+                ("model", "multimodal", "plugin"),
+                f"not supported yet: qwen2_audio with pins.target {self.pins.target} (the audio "
+                "decoder av was resolved and tested with the cpu set only)",
+            )
         if multimodal.plugin in VIDEO_PLUGINS and not videos:
             for key in multimodal.changed(VIDEO_KEYS):
                 raise RuleError(
                     ("model", "multimodal", key),
                     "no dataset has a videos column, so no video is read: remove it",
                 )
-        if multimodal.plugin not in VIDEO_PLUGINS:
-            for index, kind in media:
-                if kind == "videos":
-                    raise RuleError(
-                        ("data", "datasets", index, "columns", kind),
-                        f"the {multimodal.plugin} plugin reads images only: a videos column "
-                        "needs model.multimodal plugin qwen2_vl or qwen2_5_vl",
-                    )
         if multimodal.plugin in VIDEO_PLUGINS and self.pins.target != "cpu":
             raise RuleError(
                 ("model", "multimodal", "plugin"),
@@ -1892,13 +2018,19 @@ class Spec(Section):
         if self.template != template:
             raise RuleError(
                 ("template",),
-                f"the {multimodal.plugin} plugin renders images with the `{template}` "
-                f"template (its image token); got {self.template!r}",
+                f"the {plugin} plugin renders {'audio' if hears else 'images'} with the "
+                f"`{template}` template (its {'audio' if hears else 'image'} token); got "
+                f"{self.template!r}",
             )
         refused: list[tuple[tuple[str, ...], bool, str]] = [
             (("stage",), self.stage.kind != "sft", f"stage {self.stage.kind}"),
             (("adapter", "kind"), self.adapter.kind == "freeze", "adapter freeze"),
             (("model", "quantization"), self.model.quantization is not None, "quantization"),
+            (
+                ("model", "prequantized"),
+                self.model.prequantized is not None,
+                "a pre-quantized base",
+            ),
             (("model", "rope_scaling"), self.model.rope_scaling is not None, "rope_scaling"),
             (("data", "packing"), self.data.packing, "data.packing"),
             (("distributed",), self.distributed.kind != "single", "distributed training"),
@@ -1912,7 +2044,8 @@ class Spec(Section):
         ]
         for at, broken, what in refused:
             if broken:
-                raise RuleError(at, f"not supported yet: {what} with an image model")
+                kind = "an audio" if hears else "an image"
+                raise RuleError(at, f"not supported yet: {what} with {kind} model")
 
     def _method_rules(self) -> None:
         """Fine-tuning methods that cannot be combined, each refused at its key."""
@@ -1989,13 +2122,14 @@ class Spec(Section):
         """GPU kernels, LoftQ, pre-quantized bases and Unsloth: their combinations first (so
         each rule is reachable), then what is not generated yet, then the CUDA target."""
         model, adapter, stage = self.model, self.adapter, self.stage.kind
-        if model.loader == "unsloth":
+        if model.prequantized in UNSUPPORTED_PREQUANTIZED:
             raise RuleError(
-                ("model", "loader"),
-                "unsloth 2026.10.9 requires transformers<=5.17.0, trl<=1.15.0 and "
-                "datasets<5.0.0, but lfc pins transformers 5.24.0, trl 1.16.0 and datasets "
-                "5.2.0: use loader transformers",
+                ("model", "prequantized"),
+                f"{UNSUPPORTED_PREQUANTIZED[model.prequantized]}: use a GPTQ, AWQ or AQLM "
+                "base, or model.quantization (bitsandbytes QLoRA) on the full-precision model",
             )
+        if model.loader == "unsloth":
+            self._unsloth_rules()
         if model.attn_implementation == "flash_attention_2" and model.dtype not in (
             "bfloat16",
             "float16",
@@ -2041,12 +2175,40 @@ class Spec(Section):
                 if getattr(self.export, key) != default:
                     raise RuleError(
                         ("export", key),
-                        f"a {prequantized} base exports its LoRA adapter as trained, not a "
+                        f"the {prequantized} base exports its LoRA adapter as trained, not a "
                         f"merged model: export.{key} has nothing to apply to; remove it",
                     )
+            if isinstance(adapter, LoraAdapter) and adapter.target == "all-linear":
+                layers = "aqlm's QuantizedLinear" if prequantized == "aqlm" else "gptqmodel's"
+                layers += " modules, not torch Linear"
+                raise RuleError(
+                    ("adapter", "target"),
+                    f"peft 0.21.2's all-linear picks torch Linear layers only, and this "
+                    f"{prequantized} model's are {layers} (it would find none): list the "
+                    "modules, e.g. [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]",
+                )
+            if prequantized == "aqlm" and isinstance(adapter, LoraAdapter) and adapter.dora:
+                raise RuleError(
+                    ("adapter", "dora"),
+                    "peft 0.21.2 has no DoRA for AQLM layers (AqlmLoraLinear refuses use_dora): "
+                    "remove adapter.dora",
+                )
+            if prequantized in NOT_SERVED_BY_VLLM:
+                vllm_only = {"lora_adapter": False, "tensor_parallel_size": 1}
+                vllm_only["gpu_memory_utilization"] = 0.9
+                for key, default in vllm_only.items():
+                    if getattr(self.serve, key) != default:
+                        raise RuleError(
+                            ("serve", key),
+                            f"vLLM 0.33 has no {prequantized} quantization method, so it cannot "
+                            f"load this base and no serve_vllm.sh is written (serve.py serves "
+                            f"the base + the adapter): serve.{key} has nothing to apply to; "
+                            "remove it",
+                        )
         if isinstance(adapter, LoraAdapter) and adapter.init == "loftq":
             self._loftq_rules()
-        if prequantized is not None and not self.serve.lora_adapter:
+        served_by_vllm = prequantized not in NOT_SERVED_BY_VLLM
+        if prequantized is not None and served_by_vllm and not self.serve.lora_adapter:
             raise RuleError(
                 ("model", "prequantized"),
                 f"peft cannot merge LoRA into {prequantized} layers, so there is no merged model "
@@ -2066,7 +2228,7 @@ class Spec(Section):
                 ),
                 (
                     ("model", "prequantized"),
-                    prequantized is not None,
+                    prequantized in ("gptq", "awq"),
                     "gptqmodel (which transformers loads GPTQ and AWQ weights with) is resolved "
                     "and pinned for the CUDA set only",
                 ),
@@ -2078,6 +2240,93 @@ class Spec(Section):
                         f"{reason}; pins.target cpu has none: set pins.target cuda13.0, or "
                         f"remove {'.'.join(at)}",
                     )
+        if prequantized in ("gptq", "awq") and "swanlab" in self.train.report_to:
+            # pip 26.3's dry run of the cuda13.0 set with both: ResolutionImpossible.
+            raise RuleError(
+                ("train", "report_to", self.train.report_to.index("swanlab")),
+                "swanlab 0.7.20 requires protobuf<7 and gptqmodel 7.6.0 (which loads the "
+                f"{prequantized} base) requires protobuf>=7.34.0, so pip cannot install both: "
+                "report to wandb, mlflow or tensorboard, or train an unquantized base",
+            )
+
+    def _unsloth_rules(self) -> None:
+        """What unsloth 2026.10.9's FastLanguageModel path takes (read in its source), and
+        what lfc generates for it: text models, LoRA (init default or gaussian) or full
+        fine-tuning, on the cuda13.0 set's Unsloth pins. Its source handles DDP, accelerate's
+        FSDP2 launch and DeepSpeed ZeRO, so every distributed kind compiles."""
+        model, adapter, stage = self.model, self.adapter, self.stage.kind
+        at = ("model", "loader")
+        if model.multimodal is not None:
+            message = "FastLanguageModel loads text models: no model.multimodal with Unsloth"
+            raise RuleError(at, message)
+        if stage in ("rm", "ppo"):
+            what = {
+                "rm": "trains a sequence classifier (AutoModelForSequenceClassification)",
+                "ppo": "trains a value model and scores with a reward model, both sequence "
+                "classifiers, beside the policy (TRL 1.12's PPOTrainer)",
+            }[stage]
+            raise RuleError(
+                ("stage", "kind"),
+                f"stage {stage} {what}; Unsloth's FastLanguageModel loads causal LMs: use "
+                "loader transformers",
+            )
+        if isinstance(adapter, FreezeAdapter):
+            raise RuleError(
+                ("adapter", "kind"),
+                "Unsloth trains LoRA adapters (get_peft_model) or every weight "
+                "(full_finetuning); freezing layers"
+                f"{' (LLaMA Pro)' if adapter.llama_pro is not None else ''} is not one of its "
+                "paths: use adapter lora or full, or loader transformers",
+            )
+        if isinstance(adapter, LoraAdapter) and adapter.init in CONVERTED_INITS:
+            raise RuleError(
+                ("adapter", "init"),
+                f"lfc rewrites {adapter.init} adapters as plain LoRA with peft's conversion, "
+                "which is not generated for Unsloth's LoRA: use init default or gaussian, or "
+                "loader transformers",
+            )
+        if model.prequantized is not None:
+            gptq = model.prequantized in ("gptq", "awq")
+            raise RuleError(
+                ("model", "prequantized"),
+                f"{'GPTQ/AWQ' if gptq else 'AQLM'} bases are not generated for Unsloth "
+                f"({'gptqmodel' if gptq else 'aqlm'} was resolved with the transformers 5.24 "
+                "set only): use loader transformers",
+            )
+        if model.attn_implementation != "sdpa":
+            raise RuleError(
+                ("model", "attn_implementation"),
+                "Unsloth picks its own attention kernels (its from_pretrained drops "
+                "attn_implementation): remove model.attn_implementation",
+            )
+        if self.train.liger_kernel:
+            raise RuleError(
+                ("train", "liger_kernel"),
+                "Unsloth and Liger each replace the model's RMSNorm, RoPE, MLP and "
+                "cross-entropy with their own Triton kernels, and liger-kernel was resolved "
+                "with the transformers 5.24 set only: turn one off",
+            )
+        if model.rope_scaling is not None:
+            raise RuleError(
+                ("model", "rope_scaling"),
+                "Unsloth scales RoPE itself when data.cutoff_len (its max_seq_length) exceeds "
+                "the model's positions; model.rope_scaling is not generated for it: remove it",
+            )
+        if self.train.optimizer.kind != "adamw":
+            raise RuleError(
+                ("train", "optimizer", "kind"),
+                f"{self.train.optimizer.kind}'s package was resolved with the transformers "
+                "5.24 sets only, not with Unsloth's transformers 5.17 set: use adamw, or "
+                "loader transformers",
+            )
+        if self.pins.target == "cpu":
+            raise RuleError(
+                at,
+                "Unsloth's kernels need a GPU (on a CPU it falls back to plain transformers + "
+                "peft + TRL, which loader transformers already is), and unsloth 2026.10.9 "
+                "requires transformers<=5.17.0, trl<=1.15.0 and datasets<5.0.0, below the "
+                "tested cpu set: set pins.target cuda13.0, or use loader transformers",
+            )
 
     def _loftq_rules(self) -> None:
         """What peft 0.21's replace_lora_weights_loftq needs: bitsandbytes 4-bit layers (QLoRA,

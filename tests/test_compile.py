@@ -161,3 +161,40 @@ def test_every_example_project_verifies_from_its_own_spec(spec_path: Path, tmp_p
     out = tmp_path / "run"
     write_project(compile_file(spec_path).files, out)
     assert verify_project(out) == []
+
+
+@pytest.mark.parametrize(
+    ("example", "stage", "init", "kept"),
+    [
+        ("dpo", {}, "olora", True),
+        ("kto", {}, "pissa", True),
+        ("grpo", {"beta": 0.04}, "pissa", True),
+        ("grpo", {"beta": 0.0}, "pissa", False),  # no reference model at all
+        ("dpo", {}, "default", False),  # the adapter starts at 0: disabling it is the start
+        ("quickstart", {}, "pissa", False),  # sft: no reference model
+    ],
+)
+def test_the_starting_adapter_is_kept_as_reference_only_where_it_differs(
+    tmp_path: Path, example: str, stage: dict, init: str, kept: bool
+) -> None:
+    spec = yaml.safe_load((EXAMPLES / f"{example}.yaml").read_text())
+    spec["adapter"] = {"kind": "lora", "init": init}
+    if stage:
+        spec["stage"] = {**spec["stage"], **stage}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    (tmp_path / "data").symlink_to(EXAMPLES / "data")
+    if (EXAMPLES / "rewards").exists():
+        (tmp_path / "rewards").symlink_to(EXAMPLES / "rewards")
+    files = compile_file(path).files
+    train, model = files["train.py"].decode(), files["model.py"].decode()
+    assert ("keep_start_as_reference(trainer)" in train) == kept
+    assert ('.delete_adapter("ref")' in train) == kept
+    assert ("def keep_start_as_reference" in model) == kept
+    if kept:  # after the initial adapter is saved, before training
+        order = [
+            "save_initial_adapter(trainer)",
+            "keep_start_as_reference(trainer)",
+            "trainer.train(",
+        ]
+        assert sorted(order, key=train.index) == order

@@ -58,8 +58,40 @@ def _normal(name: str) -> str:
             "resolution_extras_py3.12.txt",
             {"bitsandbytes", "tensorboard"},
         ),
+        (
+            {
+                "adapter": {"kind": "full"},
+                "train": {
+                    "report_to": ["tensorboard", "wandb", "mlflow", "swanlab"],
+                    "optimizer": {"kind": "galore"},
+                },
+            },
+            "resolution_extras_swanlab_py3.12.txt",
+            {"wandb", "mlflow-skinny", "swanlab", "protobuf", "galore-torch", "bitsandbytes"},
+        ),
+        (
+            {"adapter": {"kind": "full"}, "train": {"optimizer": {"kind": "apollo"}}},
+            "resolution_extras_swanlab_py3.12.txt",
+            {"apollo-torch", "bitsandbytes"},
+        ),
+        (
+            {
+                "adapter": {"kind": "full"},
+                "train": {"report_to": ["wandb", "mlflow"], "optimizer": {"kind": "badam"}},
+            },
+            "resolution_extras_gptqmodel_py3.12.txt",
+            {"wandb", "mlflow-skinny", "badam"},
+        ),
+        (
+            {
+                "stage": {"kind": "ppo", "reward_model": "rm"},
+                "train": {"report_to": ["tensorboard", "wandb", "mlflow", "swanlab"]},
+            },
+            "resolution_ppo_extras_py3.12.txt",
+            {"tensorboard", "wandb", "mlflow-skinny", "swanlab", "protobuf"},
+        ),
     ],
-    ids=["sft", "ppo", "extras"],
+    ids=["sft", "ppo", "extras", "trackers-galore", "apollo", "badam", "ppo-trackers"],
 )
 def test_cuda_pins_are_the_recorded_resolution(
     sections: dict, resolution: str, extras: set[str], tmp_path: Path

@@ -1,13 +1,15 @@
-"""GPU kernels and methods: flash-attn, Liger, Unsloth, LoftQ and pre-quantized bases.
+"""GPU kernels and methods: flash-attn, Liger, LoftQ and pre-quantized bases (Unsloth:
+tests/test_unsloth.py).
 
 No GPU here. For the options that compile (flash_attention_2 and Liger on pins.target
 cuda13.0) these tests check the exact lines the project gets, that its pins are the recorded
 pip resolution, and that the generated code lints and compiles; `nox -s gpu`
-(tests/gpu/run_gpu_checks.py) trains them on a CUDA machine. The options refused at compile
-time are checked by the bad-spec corpus (cases 280-29x, 310-319); here the reasons they give
-are checked against what they cite. LoftQ (adapter.init: loftq on a 4-bit QLoRA base) compiles
-for cuda13.0 only: peft computes it on CUDA. Pre-quantized GPTQ/AWQ bases compile for cuda13.0
-only, with an adapter export (peft cannot merge into their layers).
+(tests/gpu/run_gpu_checks.py) trains them on a CUDA machine, and
+test_gpu_checks_compile_what_they_train compiles each of its specs here. The options refused
+at compile time are checked by the bad-spec corpus (cases 280-29x, 310-319). LoftQ
+(adapter.init: loftq on a 4-bit QLoRA base) compiles for cuda13.0 only: peft computes it on
+CUDA. Pre-quantized GPTQ/AWQ bases compile for cuda13.0 only, with an adapter export (peft
+cannot merge into their layers).
 """
 
 from __future__ import annotations
@@ -109,32 +111,11 @@ def test_transformers_reads_use_liger_kernel_from_its_training_arguments() -> No
     assert "use_liger_kernel" in names and "attn_implementation" not in names
 
 
-@pytest.mark.parametrize(
-    ("package", "bound"),
-    [("transformers", "5.17.0"), ("trl", "1.15.0"), ("datasets", "5.0.0")],
-)
-def test_unsloth_refusal_cites_pins_above_its_bounds(package: str, bound: str) -> None:
-    """unsloth 2026.10.9's metadata: transformers<=5.17.0, trl<=1.15.0, datasets<5.0.0. The
-    refusal names lfc's pins, which must still break those bounds for it to be true."""
-    from packaging.version import Version
-
-    from lfc.schemas.spec import Spec
-
-    for target in ("cpu", "cuda13.0"):
-        pinned = training_pins(target, ()).packages[package]
-        assert Version(pinned) > Version(bound)
-    spec = {
-        "lfc": 1,
-        "model": {"name_or_path": "m", "loader": "unsloth"},
-        "template": "llama3",
-        "data": {"datasets": [{"path": "d.json", "format": "alpaca"}]},
-        "pins": {"target": "cuda13.0"},
-    }
-    with pytest.raises(ValueError, match=re.escape(f"{package} {pinned}")):
-        Spec.model_validate(spec)
-
-
-PREQUANTIZED = {"serve": {"lora_adapter": True}}
+# peft's all-linear finds no gptqmodel layer (refused, corpus 358): the modules are named.
+PREQUANTIZED = {
+    "serve": {"lora_adapter": True},
+    "adapter": {"kind": "lora", "rank": 8, "alpha": 16, "target": ["q_proj", "v_proj"]},
+}
 
 
 @pytest.mark.parametrize("method", ["gptq", "awq"])
@@ -253,3 +234,19 @@ def test_gpu_checks_skip_cleanly_without_a_gpu(tmp_path: Path) -> None:
     )
     noxfile = (Path(__file__).parents[1] / "noxfile.py").read_text()
     assert 'nox.options.sessions = ["tests", "lint"]' in noxfile and "def gpu(" in noxfile
+
+
+def test_gpu_checks_compile_what_they_train(tiny_model: Path, tmp_path: Path) -> None:
+    """Every spec run_gpu_checks.py trains compiles here (its specs, as it writes them), so a
+    GPU run never starts with one lfc refuses."""
+    sys.path.insert(0, str(Path(__file__).parent / "gpu"))
+    try:
+        import run_gpu_checks
+    finally:
+        sys.path.pop(0)
+    (tmp_path / "tiny-llama").symlink_to(tiny_model)
+    (tmp_path / "tiny-llama-gptq").symlink_to(tiny_model)  # a stand-in: compiling reads no weights
+    for name, sections in run_gpu_checks.TRAINED.items():
+        files = compile_file(run_gpu_checks._spec(tmp_path / name, sections)).files
+        assert b"max_steps: 2\n" in files["config.yaml"], name
+    assert "unsloth" in run_gpu_checks.TRAINED and run_gpu_checks.OWN_VENV == {"unsloth"}

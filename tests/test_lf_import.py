@@ -167,9 +167,14 @@ def _doc(rows: list[str]) -> str:
         "plugin `qwen2_5_vl` (a note says so), and video_fps, video_maxlen, video_max_pixels, "
         "video_min_pixels map onto it as well (with any other template they are refused). The "
         "other multimodal templates (qwen3_vl, moss_vl, mllama, ...) are refused: lfc has no "
-        "plugin for them. Other names are refused with the list above. Registry entries' "
-        "`images` and `videos` columns read their files from the registry's folder "
-        "(`audios` is refused).",
+        "plugin for them. `qwen2_audio` maps to lfc's `qwen2_audio` template with "
+        "`model.multimodal: {plugin: qwen2_audio}` (audio_sampling_rate onto it, and "
+        "freeze_vision_tower, which LLaMA-Factory applies to Qwen2-Audio's audio_tower, as "
+        "freeze_audio_tower; freeze_multi_modal_projector as freeze_projector); lfc writes each "
+        "clip as transformers' Qwen2AudioProcessor template does (`Audio N: <|audio_bos|>"
+        "<|AUDIO|><|audio_eos|>` and a newline), LLaMA-Factory the audio tokens alone. Other "
+        "names are refused with the list above. Registry entries' `images`, `videos` and "
+        "`audios` columns read their files from the registry's folder.",
         "",
         "## Keys without effect in an lfc project (kept as notes)",
         "",
@@ -236,8 +241,41 @@ def test_qwen2_vl_template_with_a_qwen2_5_vl_model_and_video_keys() -> None:
     assert qwen2.spec["model"]["multimodal"] == {"plugin": "qwen2_vl", "video_min_pixels": 1024}
 
 
+def test_qwen2_audio_template_maps_onto_the_qwen2_audio_plugin() -> None:
+    audio = {
+        "template": "qwen2_audio",
+        "audio_sampling_rate": 16000,
+        "freeze_vision_tower": True,
+        "freeze_multi_modal_projector": False,
+    }
+    imported = import_llamafactory({**MINIMAL, **audio})
+    spec = imported.spec
+    assert spec["template"] == "qwen2_audio"
+    expected = {
+        "plugin": "qwen2_audio",
+        "audio_sampling_rate": 16000,
+        "freeze_audio_tower": True,
+        "freeze_projector": False,
+    }
+    assert spec["model"]["multimodal"] == expected
+    assert any("Audio N: " in note for key, note in imported.notes if key == "template")
+    # Without the audio template the key does nothing, and says so.
+    notes = import_llamafactory({**MINIMAL, "audio_sampling_rate": 16000}).notes
+    assert ("audio_sampling_rate", "16000: no effect without an audio model") in notes
+
+
+def test_registry_audios_column_reads_media_from_the_registry_folder() -> None:
+    from lfc.registry import translate_entry
+
+    registry = json.loads((EXAMPLES / "data/llamafactory/dataset_info.json").read_text())
+    dataset = translate_entry("mllm_audio_demo", registry["mllm_audio_demo"], "lf", "sft")
+    assert dataset["columns"]["audios"] == "audios"
+    assert dataset["media_dir"] == "lf"
+    assert dataset["path"] == "lf/mllm_audio_demo.json"
+
+
 def test_registry_images_column_reads_media_from_the_registry_folder() -> None:
-    from lfc.registry import RegistryError, translate_entry
+    from lfc.registry import translate_entry
 
     registry = json.loads((EXAMPLES / "data/llamafactory/dataset_info.json").read_text())
     dataset = translate_entry("mllm_demo", registry["mllm_demo"], "lf", "sft")
@@ -247,8 +285,6 @@ def test_registry_images_column_reads_media_from_the_registry_folder() -> None:
     video = translate_entry("mllm_video_demo", registry["mllm_video_demo"], "lf", "sft")
     assert video["columns"]["videos"] == "videos"
     assert video["media_dir"] == "lf"
-    with pytest.raises(RegistryError, match=r"columns \['audios'\] are not supported yet"):
-        translate_entry("mllm_audio_demo", registry["mllm_audio_demo"], "lf", "sft")
 
 
 def test_llamafactory_defaults_are_written_when_absent() -> None:
@@ -385,7 +421,21 @@ def test_trackers_run_name_and_swanlab_keys_map_to_report_to_and_tracking() -> N
         ({"finetuning_type": "full", "lora_rank": 8}, "lora_rank: a lora option, but"),
         ({"pref_beta": 0.2}, "pref_beta: a preference option, but stage is sft"),
         ({"quantization_bit": 3}, "quantization_bit: quantization_bit 3: use 4 or 8"),
-        ({"quantization_bit": 4, "quantization_method": "hqq"}, "quantization_method: .*bnb"),
+        (
+            {"quantization_bit": 4, "quantization_method": "hqq"},
+            "quantization_method: quantization_method 'hqq': LLaMA-Factory quantizes on load "
+            "with HqqConfig, which transformers 5.24 refuses",
+        ),
+        (
+            {"quantization_bit": 8, "quantization_method": "eetq"},
+            "quantization_method: quantization_method 'eetq': LLaMA-Factory quantizes on load "
+            "with EetqConfig, and peft 0.21.2 puts LoRA on EETQ layers only with the eetq",
+        ),
+        (
+            {"quantization_bit": 4, "quantization_method": "quanto"},
+            "quantization_method: quantization_method 'quanto': lfc trains on bitsandbytes "
+            r"\(bnb\) only; use quantization_method bnb",
+        ),
         ({"rope_scaling": "linear"}, "rope_scaling: set model.rope_scaling"),
         ({"template": "qwen3_vl"}, "template: 'qwen3_vl' is multimodal"),
         ({"template": "nonsense"}, "template: no lfc template for 'nonsense'"),

@@ -9,6 +9,7 @@ the new blocks, and the export must reload with the trained weights.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -116,3 +117,70 @@ def test_an_expanded_model_is_trained_without_expand_py(tmp_path: Path) -> None:
     assert config["model_name_or_path"] == quickstart["model"]["name_or_path"]
     assert config["freeze_new_layers"] == 8 and "freeze_trainable_layers" not in config
     assert "expand_base_model" not in config
+
+
+def _sliding_window_qwen2(folder: Path, tokenizer_source: Path) -> Path:
+    """A tiny random Qwen2 whose config lists per-layer attention kinds (layer_types)."""
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        use_sliding_window=True,
+        sliding_window=4,
+        max_window_layers=1,  # layer 0 attends to everything, layer 1 through a window
+    )
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_expand_keeps_each_copied_layers_attention_kind(tmp_path: Path, tiny_model: Path) -> None:
+    """Qwen2 with a sliding-window layer: each new block attends like the block it copies."""
+    base_dir = _sliding_window_qwen2(tmp_path / "tiny-qwen2", tiny_model)
+    adapter = {"kind": "freeze", "llama_pro": {"new_layers": NEW_LAYERS}}
+    project = tmp_path / "run"
+    write_project(
+        compile_file(write_variant(tmp_path, {"adapter": adapter}, model=base_dir)).files, project
+    )
+    run([sys.executable, "expand.py"], project, ENV)
+
+    base, expanded = _model(base_dir), _model(project / "expanded")
+    assert base.config.layer_types == ["full_attention", "sliding_attention"]
+    layout = _expected_layout(base.config.num_hidden_layers, NEW_LAYERS)
+    expected = [base.config.layer_types[source] for source, _ in layout]
+    assert expanded.config.layer_types == expected
+    assert [layer.self_attn.layer_type for layer in expanded.model.layers] == expected
+    assert torch.allclose(_logits(expanded), _logits(base), atol=1e-6, rtol=0)
+
+
+def test_expand_refuses_a_layout_it_cannot_grow(tmp_path: Path, tiny_model: Path) -> None:
+    """A model without Llama-style blocks gets a message naming its class, not a traceback."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    base_dir = tmp_path / "tiny-gpt2"
+    GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=300)).save_pretrained(
+        base_dir
+    )
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (base_dir / name).write_bytes((tiny_model / name).read_bytes())
+    adapter = {"kind": "freeze", "llama_pro": {"new_layers": NEW_LAYERS}}
+    project = tmp_path / "run"
+    write_project(
+        compile_file(write_variant(tmp_path, {"adapter": adapter}, model=base_dir)).files, project
+    )
+    result = subprocess.run(
+        [sys.executable, "expand.py"], cwd=project, env=ENV, capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "LLaMA Pro needs Llama-style decoder blocks (model.layers[i].self_attn.o_proj and "
+        ".mlp.down_proj); GPT2LMHeadModel has another layout"
+    )
+    assert not (project / "expanded").exists() and not (project / "expanded.tmp").exists()

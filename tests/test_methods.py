@@ -275,3 +275,43 @@ def test_rope_scaling_reaches_the_trained_and_exported_model(
         assert config["rope_parameters"]["rope_type"] == "linear"
         assert config["rope_parameters"]["factor"] == 2.0
         assert config["max_position_embeddings"] == 2 * base["max_position_embeddings"]
+
+
+def _dpo_log(tmp_path: Path, tiny_model: Path, init: str) -> tuple[Path, list[dict]]:
+    """examples/dpo.yaml with LoRA init `init`, trained 2 steps; (outputs, logged steps)."""
+    adapter = {"kind": "lora", "rank": 4, "alpha": 8, "init": init}
+    folder = tmp_path / init
+    folder.mkdir()
+    spec = write_variant(folder, {"adapter": adapter}, example="dpo", model=tiny_model)
+    project = folder / "run"
+    write_project(compile_file(spec).files, project)
+    _train(project, "--max_steps", "2", "--save_steps", "2", "--learning_rate", "1e-2")
+    outputs = project / "outputs"
+    state = json.loads((outputs / "checkpoint-2" / "trainer_state.json").read_text())
+    return outputs, [entry for entry in state["log_history"] if "rewards/chosen" in entry]
+
+
+def test_dpo_reference_is_the_starting_model_with_pissa(tmp_path: Path, tiny_model: Path) -> None:
+    """DPO's implicit rewards are beta x log(policy / reference): 0 before the first update.
+
+    With the adapter switched off (TRL's usual reference), a PiSSA model is the residual base,
+    not the model training starts from: the first step's rewards would not be 0. train.py keeps
+    the starting adapter as the reference instead, and saves only the trained adapter.
+    """
+    outputs, logged = _dpo_log(tmp_path, tiny_model, "pissa")
+    first, second = logged
+    assert first["rewards/chosen"] == pytest.approx(0.0, abs=1e-6)
+    assert first["rewards/rejected"] == pytest.approx(0.0, abs=1e-6)
+    assert second["rewards/chosen"] != pytest.approx(0.0, abs=1e-6)  # the policy moved on
+    assert not (outputs / "ref").exists() and not (outputs / "initial_adapter").exists()
+    config = json.loads((outputs / "adapter_config.json").read_text())
+    assert config["r"] == 8  # rewritten as plain LoRA for the original base, as in SFT
+
+    from peft import PeftModel
+
+    base = _base(tiny_model)
+    lora = sum(8 * (m.in_features + m.out_features) for m in _linears(base))
+    assert _saved_numel(outputs) == lora
+    reloaded = PeftModel.from_pretrained(base, str(outputs)).eval()
+    assert list(reloaded.peft_config) == ["default"]
+    assert torch.isfinite(_logits(reloaded, base.config.vocab_size)).all()

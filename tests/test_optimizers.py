@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -33,7 +34,9 @@ LAUNCH = ["-m", "accelerate.commands.launch", "--config_file", "accelerate/singl
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
-def _trained(tmp_path: Path, model: Path, optimizer: dict, steps: int = 2) -> Path:
+def _trained(
+    tmp_path: Path, model: Path, optimizer: dict, steps: int = 2, save_steps: int | None = None
+) -> Path:
     """A full fine-tuning project with `optimizer`, trained `steps` steps; its outputs folder."""
     train = yaml.safe_load((EXAMPLES / "quickstart.yaml").read_text())["train"]
     sections = {"adapter": {"kind": "full"}, "train": {**train, "optimizer": optimizer}}
@@ -43,7 +46,7 @@ def _trained(tmp_path: Path, model: Path, optimizer: dict, steps: int = 2) -> Pa
     for check in (["check", "--isolated", "."], ["format", "--isolated", "--check", "."]):
         run([ruff, *check], project, ENV)
     run([sys.executable, "data.py"], project, ENV)
-    flags = ["--max_steps", str(steps), "--save_steps", str(steps)]
+    flags = ["--max_steps", str(steps), "--save_steps", str(save_steps or steps)]
     run([sys.executable, *LAUNCH, "train.py", *flags], project, ENV)
     outputs = project / "outputs"
     log = json.loads((outputs / f"checkpoint-{steps}" / "trainer_state.json").read_text())
@@ -148,3 +151,35 @@ def test_badam_changes_only_the_active_block(tmp_path: Path, tiny_model: Path) -
     assert sorted(s["exp_avg"].numel() for s in state.values()) == sorted(
         base[name].numel() for name in block
     )
+
+
+def test_badam_resumes_on_the_block_it_stopped_on(tmp_path: Path, tiny_model: Path) -> None:
+    """A run resumed from checkpoint-2 ends with the same weights as one that never stopped.
+
+    Ascending from block 0, two steps per block (badam switches after its first step, then
+    every two): step 1 trains layer 0, steps 2-3 layer 1, step 4 layer 0 again. BlockOptimizer
+    alone restarts its schedule at start_block on resume, gives the saved Adam state of layer 1
+    to layer 0, and takes step 3 at the first step's learning rate (cosine schedule).
+    """
+    optimizer = {
+        "kind": "badam",
+        "switch_mode": "ascending",
+        "start_block": 0,
+        "switch_interval": 2,
+    }
+    outputs = _trained(tmp_path, tiny_model, optimizer, steps=4, save_steps=2)
+    project = outputs.parent
+    resumed = project / "resumed"
+    (resumed / "checkpoint-2").parent.mkdir()
+    shutil.copytree(outputs / "checkpoint-2", resumed / "checkpoint-2")
+    flags = ["--max_steps", "4", "--save_steps", "2", "--output_dir", "resumed"]
+    flags += ["--resume_from_checkpoint", "resumed/checkpoint-2"]
+    run([sys.executable, *LAUNCH, "train.py", *flags], project, ENV)
+
+    base, first = _weights(tiny_model), _weights(outputs / "checkpoint-2")
+    straight, again = _weights(outputs), _weights(resumed)
+    for layer in (0, 1):  # both blocks trained before the checkpoint
+        name = f"model.layers.{layer}.mlp.down_proj.weight"
+        assert not torch.equal(first[name], base[name]), name
+    for name, weight in straight.items():
+        torch.testing.assert_close(again[name], weight, rtol=1e-5, atol=1e-6, msg=name)

@@ -70,6 +70,11 @@ VARIANTS = {
         },
         "template": "qwen2_vl",
     },
+    "qwen2-audio": {
+        "model": {"name_or_path": "org/qwen2-audio", "multimodal": {"plugin": "qwen2_audio"}},
+        "template": "qwen2_audio",
+        "serve": {"max_audios_per_prompt": 2},
+    },
     "remote-code": {
         "model": {"name_or_path": "org/model", "trust_remote_code": True, "revision": "v1"},
         "serve": {"lora_adapter": True, "tensor_parallel_size": 4},
@@ -94,8 +99,9 @@ def test_every_generated_vllm_flag_exists_in_vllm_0_33(variant: str, tmp_path: P
             assert takes_value == (kinds[word] == "value"), (word, following)
     if variant in ("adapter", "remote-code"):
         assert {"--enable-lora", "--lora-modules", "--max-lora-rank"} <= set(flags)
-    images = argv[argv.index("--limit-mm-per-prompt") + 1] if variant == "multimodal" else None
-    assert images == ('{"image": 3}' if variant == "multimodal" else None)
+    limits = {"multimodal": '{"image": 3}', "qwen2-audio": '{"audio": 2}'}
+    media = argv[argv.index("--limit-mm-per-prompt") + 1] if variant in limits else None
+    assert media == limits.get(variant)
     if variant == "qwen2-vl":
         pixels = json.loads(argv[argv.index("--mm-processor-kwargs") + 1])
         assert pixels == {"max_pixels": 4704, "min_pixels": 32 * 32}
