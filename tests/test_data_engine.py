@@ -151,7 +151,8 @@ def test_registry_names_compile_to_plain_datasets(tmp_path: Path) -> None:
     [
         ("[alpaca_en_dem]", "sft", "'alpaca_en_dem' is not in lf/dataset_info.json; did you mean"),
         ("[deepctrl]", "sft", "only ['ms_hub_url'] given"),
-        ("[mllm_audio_demo]", "sft", "multimodal columns ['audios'] are not supported"),
+        ("[mllm_audio_demo]", "sft", "an audios column needs an audio model (no model.multimodal)"),
+        ("[mllm_video_demo]", "sft", "a videos column needs a video model: set model.multimodal"),
         ("[alpaca_en_demo]", "dpo", "holds conversation rows, but stage dpo trains on pairwise"),
         ("[dpo_en_demo]", "sft", "holds pairwise rows, but stage sft trains on conversations"),
     ],

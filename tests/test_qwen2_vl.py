@@ -128,14 +128,15 @@ def qwen_env(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict, Path]
 def video_env(
     qwen_env: tuple[str, dict, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[str, dict, Path]:
-    """qwen_env plus PyAV: the one pin a video project's requirements.txt adds."""
+    """qwen_env plus PyAV (with the numpy it was resolved beside): the pins a video project's
+    requirements.txt adds."""
     python, env, model = qwen_env
     folder = tmp_path_factory.mktemp("qwen2-vl-video")
     video = _project(folder, LORA, datasets=("mllm_video_demo.json",)) / "requirements.txt"
     image = _project(tmp_path_factory.mktemp("qwen2-vl-image"), LORA) / "requirements.txt"
     added = set(video.read_text().splitlines()) - set(image.read_text().splitlines())
     pins = sorted(line for line in added if not line.startswith("#"))
-    assert pins == ["av==18.1.0"]
+    assert pins == ["av==18.1.0", "numpy==2.4.6"]
     run([python, "-m", "pip", "install", "-q", *pins], folder, env)
     return python, env, model
 
