@@ -207,6 +207,26 @@ def _save_llava(out: Path, text_config, tokenizer, chat_template: str) -> None:
     processor.save_pretrained(out)
 
 
+# What a Qwen2 language model inside a multimodal model takes from the tiny Llama's config.
+_QWEN2_TEXT_SIZES = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "max_position_embeddings",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+)
+
+
+def _qwen2_text_sizes(text_config) -> dict:
+    """The Llama `text_config`'s sizes and special ids, for a Qwen2 text config."""
+    return {key: getattr(text_config, key) for key in _QWEN2_TEXT_SIZES}
+
+
 def _save_qwen_vl(
     out: Path, text_config, tokenizer, chat_template: str, architecture: Architecture
 ) -> None:
@@ -232,21 +252,7 @@ def _save_qwen_vl(
         ) from None
 
     head_dim = text_config.hidden_size // text_config.num_attention_heads
-    text = {
-        key: getattr(text_config, key)
-        for key in (
-            "vocab_size",
-            "hidden_size",
-            "intermediate_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "num_key_value_heads",
-            "max_position_embeddings",
-            "bos_token_id",
-            "eos_token_id",
-            "pad_token_id",
-        )
-    }
+    text = _qwen2_text_sizes(text_config)
     # Multimodal RoPE: the rotary half of each head split over time, height and width.
     half = head_dim // 2
     sections = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
@@ -306,21 +312,7 @@ def _save_qwen2_audio(out: Path, text_config, tokenizer, chat_template: str) -> 
         WhisperFeatureExtractor,
     )
 
-    text = {
-        key: getattr(text_config, key)
-        for key in (
-            "vocab_size",
-            "hidden_size",
-            "intermediate_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "num_key_value_heads",
-            "max_position_embeddings",
-            "bos_token_id",
-            "eos_token_id",
-            "pad_token_id",
-        )
-    }
+    text = _qwen2_text_sizes(text_config)
     text["model_type"] = "qwen2"
     config = Qwen2AudioConfig(
         # Qwen2-Audio's encoder shape (128 mel bins, 1500 positions: one 30 s window), shrunk.
