@@ -63,3 +63,36 @@ def write_variant(
     path = folder / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
+
+
+def write_media_spec(
+    folder: Path, model: Path, plugin: str, rows: str, columns: dict, /, **sections: dict
+) -> Path:
+    """A spec training `model` (linked as ../tiny-PLUGIN) with the PLUGIN plugin and template on
+    tests/fixtures/mllm/ROWS (copied into `folder`/mllm), 2 LoRA steps; `sections` replace."""
+    if not (folder / "mllm").exists():
+        shutil.copytree(FIXTURES / "mllm", folder / "mllm")
+    link = f"tiny-{plugin.replace('_', '-')}"
+    (folder / link).symlink_to(model)
+    spec = {
+        "lfc": 1,
+        "model": {"name_or_path": f"../{link}", "multimodal": {"plugin": plugin}},
+        "template": plugin,
+        "adapter": {"kind": "lora", "rank": 4},
+        "data": {
+            "datasets": [
+                {
+                    "path": f"mllm/{rows}",
+                    "format": "sharegpt",
+                    "media_dir": "mllm",
+                    "columns": columns,
+                }
+            ],
+            "cutoff_len": 512,
+        },
+        "train": {"max_steps": 2, "learning_rate": 0.01, "logging_steps": 1},
+        **sections,
+    }
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path

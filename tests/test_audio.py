@@ -22,14 +22,13 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from lfc.cli import app
 from lfc.pipeline import compile_file
 from lfc.writer import write_project
 
-from conftest import FIXTURES
+from conftest import FIXTURES, write_media_spec
 from project_env import run, serving
 
 torch = pytest.importorskip("torch")
@@ -61,32 +60,7 @@ def tiny_qwen2_audio(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _spec(folder: Path, base: Path, rows: str = "mllm_audio_demo.json", **sections: dict) -> Path:
-    data = folder / "mllm"
-    if not data.exists():
-        shutil.copytree(DEMO, data)
-    (folder / "tiny-qwen2-audio").symlink_to(base)
-    spec = {
-        "lfc": 1,
-        "model": {"name_or_path": "../tiny-qwen2-audio", "multimodal": {"plugin": "qwen2_audio"}},
-        "template": "qwen2_audio",
-        "adapter": {"kind": "lora", "rank": 4},
-        "data": {
-            "datasets": [
-                {
-                    "path": f"mllm/{rows}",
-                    "format": "sharegpt",
-                    "media_dir": "mllm",
-                    "columns": COLUMNS,
-                }
-            ],
-            "cutoff_len": 512,
-        },
-        "train": {"max_steps": 2, "learning_rate": 0.01, "logging_steps": 1},
-        **sections,
-    }
-    path = folder / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
+    return write_media_spec(folder, base, "qwen2_audio", rows, COLUMNS, **sections)
 
 
 def _project(folder: Path, base: Path, **sections: dict) -> Path:
